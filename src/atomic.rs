@@ -1,0 +1,96 @@
+//! Atomic file writes: data goes to a temp file in the destination's folder, is
+//! flushed to disk, then renamed over the destination. A crash, a full disk or a
+//! failed check never leaves a half-written file under the final name, and never
+//! destroys the file that was there before.
+
+use std::fs;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
+
+/// An error of an atomic write, naming the destination.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// A temp file beside `dest` that becomes `dest` only on [`AtomicFile::commit`].
+/// Dropping it without committing deletes the temp file.
+pub struct AtomicFile {
+    dest: PathBuf,
+    writer: BufWriter<NamedTempFile>,
+}
+
+impl AtomicFile {
+    pub fn create(dest: &Path) -> Result<Self, WriteError> {
+        let err = |source| WriteError { path: dest.to_path_buf(), source };
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir).map_err(err)?;
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp =
+            tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(&dir).map_err(err)?;
+        Ok(Self { dest: dest.to_path_buf(), writer: BufWriter::with_capacity(1 << 20, tmp) })
+    }
+
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// The temp file's current path (for checks run before committing).
+    pub fn temp_path(&self) -> &Path {
+        self.writer.get_ref().path()
+    }
+
+    /// Flush, fsync and rename over the destination.
+    pub fn commit(self) -> Result<(), WriteError> {
+        let dest = self.dest;
+        let err = |source| WriteError { path: dest.clone(), source };
+        let tmp = self.writer.into_inner().map_err(|e| err(e.into_error()))?;
+        tmp.as_file().sync_all().map_err(err)?;
+        tmp.persist(&dest).map_err(|e| err(e.error))?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// Write `bytes` to `dest` atomically.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let mut file = AtomicFile::create(dest)?;
+    file.write_all(bytes).map_err(|source| WriteError { path: dest.to_path_buf(), source })?;
+    file.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_file_leaves_old_content_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("a.bin");
+        write_atomic(&dest, b"old").unwrap();
+        {
+            let mut f = AtomicFile::create(&dest).unwrap();
+            f.write_all(b"new but abandoned").unwrap();
+        }
+        assert_eq!(fs::read(&dest).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        write_atomic(&dest, b"new").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+    }
+}

@@ -1,0 +1,125 @@
+//! `lenet data fetch|import|verify|preview`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Subcommand, ValueEnum};
+
+use lenet::data::fetch::{self, FetchOptions};
+use lenet::data::preview::{preview_grid, save_png, single_image, GridOptions};
+use lenet::data::{self, import, locate, verify, DatasetKind};
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Download a dataset from its mirrors and check every file's published MD5.
+    Fetch {
+        dataset: DatasetKind,
+        /// Where to put the files (default: ~/.cache/lenet/<dataset>, or --data-dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Mirror base URL to use instead of the built-in list (repeatable, tried in order).
+        #[arg(long = "mirror", value_name = "URL")]
+        mirrors: Vec<String>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Import MNIST from the classic deeplearning.net mnist.pkl.gz into IDX files.
+    Import {
+        /// The mnist.pkl.gz file (gzip'd or raw pickle).
+        pickle: PathBuf,
+        /// Where to write the IDX files (default: ~/.cache/lenet/mnist, or --data-dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Check counts, checksums and the class histogram.
+    Verify { dataset: DatasetKind },
+    /// Save a grid of labelled images, or one image with --index.
+    Preview {
+        dataset: DatasetKind,
+        #[arg(long, default_value = "preview.png")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = SplitName::Train)]
+        split: SplitName,
+        /// Number of images in the grid.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        count: usize,
+        /// Index of the first image.
+        #[arg(long, default_value_t = 0)]
+        start: usize,
+        /// Images per row.
+        #[arg(long, default_value_t = 10)]
+        columns: usize,
+        /// Pixel zoom factor.
+        #[arg(long, default_value_t = 3)]
+        zoom: u32,
+        /// Export just this image (28×28, as stored).
+        #[arg(long)]
+        index: Option<usize>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SplitName {
+    Train,
+    Test,
+}
+
+/// The folder a command writes a dataset into.
+fn target_dir(kind: DatasetKind, dir: Option<PathBuf>, data_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = dir {
+        return Ok(d);
+    }
+    if let Some(d) = data_dir {
+        return Ok(d.join(kind.name()));
+    }
+    locate::cache_dir(kind).context("no cache folder: neither $XDG_CACHE_HOME nor $HOME is set; pass --dir")
+}
+
+pub fn run(cmd: DataCommand, data_dir: Option<&Path>) -> anyhow::Result<()> {
+    match cmd {
+        DataCommand::Fetch { dataset, dir, mirrors, quiet } => {
+            let dir = target_dir(dataset, dir, data_dir)?;
+            let opts = FetchOptions { progress: !quiet, ..FetchOptions::default() };
+            let mirrors = (!mirrors.is_empty()).then_some(mirrors.as_slice());
+            let report = fetch::fetch_dataset(dataset, &dir, mirrors, &opts)?;
+            println!("{report}");
+            Ok(())
+        }
+        DataCommand::Import { pickle, dir } => {
+            let dir = target_dir(DatasetKind::Mnist, dir, data_dir)?;
+            let report = import::import_mnist_pickle(&pickle, &dir)?;
+            print!("{report}");
+            println!("checksums match the canonical MNIST files");
+            Ok(())
+        }
+        DataCommand::Verify { dataset } => {
+            let dir = locate(dataset, data_dir)?;
+            let report = verify::verify(dataset, &dir)?;
+            println!("{report}");
+            if !report.ok() {
+                bail!("{dataset} in {} does not match the published data", dir.display());
+            }
+            Ok(())
+        }
+        DataCommand::Preview { dataset, out, split, count, start, columns, zoom, index } => {
+            let ds = data::load(dataset, data_dir)?;
+            let split = match split {
+                SplitName::Train => &ds.train,
+                SplitName::Test => &ds.test,
+            };
+            if let Some(i) = index.or((start >= split.len()).then_some(start)) {
+                if i >= split.len() {
+                    bail!("index {i} is out of range: the split has {} images", split.len());
+                }
+            }
+            let img = match index {
+                Some(i) => single_image(split, i),
+                None => preview_grid(split, &dataset.class_names(), start, count, &GridOptions { columns, zoom }),
+            };
+            save_png(&img, &out)?;
+            println!("wrote {} ({}×{})", out.display(), img.width(), img.height());
+            Ok(())
+        }
+    }
+}
