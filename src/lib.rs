@@ -2,4 +2,16 @@
 //! Fashion-MNIST. The library is the product; `src/main.rs` is a thin command line.
 
 pub mod atomic;
+pub mod checkpoint;
 pub mod data;
+pub mod engine;
+pub mod eval;
+pub mod init;
+pub mod input;
+pub mod layers;
+pub mod network;
+pub mod optim;
+pub mod run;
+pub mod schedule;
+pub mod spec;
+pub mod trainer;

@@ -1,6 +1,9 @@
 //! Command-line definitions (clap) and dispatch to the per-command modules.
 
+mod arch;
 mod data;
+mod eval;
+mod train;
 
 use std::path::PathBuf;
 
@@ -18,6 +21,15 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Print the layer table: output shapes and parameter counts.
+    Summary {
+        #[command(flatten)]
+        arch: arch::ArchArgs,
+    },
+    /// Train a LeNet (d2l's settings by default) and save the run.
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix.
+    Eval(eval::EvalArgs),
     /// Get, check and look at the datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -25,6 +37,12 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Summary { arch } => {
+            println!("{}", arch.spec("d2l")?.summary()?);
+            Ok(())
+        }
+        Command::Train(args) => train::run(*args, cli.data_dir.as_deref()),
+        Command::Eval(args) => eval::run(args, cli.data_dir.as_deref()),
         Command::Data(cmd) => data::run(cmd, cli.data_dir.as_deref()),
     }
 }

@@ -1,0 +1,56 @@
+//! `lenet eval`: loss, accuracy, per-class accuracy and the confusion matrix of
+//! any checkpoint (lenet's own, or a PyTorch state_dict saved as safetensors).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use lenet::checkpoint;
+use lenet::data::{self, DatasetKind};
+use lenet::engine::cpu::CpuEngine;
+use lenet::engine::Engine;
+use lenet::eval::evaluate;
+use lenet::network::Network;
+use lenet::trainer::{TrainConfig, EVAL_BATCH};
+
+use super::arch::ArchArgs;
+use super::data::SplitName;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The checkpoint (.safetensors).
+    pub checkpoint: PathBuf,
+    /// Dataset (default: the one the checkpoint was trained on).
+    #[arg(long)]
+    pub dataset: Option<DatasetKind>,
+    #[arg(long, value_enum, default_value_t = SplitName::Test)]
+    pub split: SplitName,
+    /// Architecture, for files that do not carry one (PyTorch state_dicts).
+    #[command(flatten)]
+    pub arch: ArchArgs,
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
+    let want = if args.arch.is_set() { Some(args.arch.spec("d2l")?) } else { None };
+    let ck = checkpoint::load(&args.checkpoint, want.as_ref())?;
+    let trained_on = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok().map(|c| c.dataset);
+    let kind = args.dataset.or(trained_on).with_context(|| {
+        format!("{} does not say which dataset it was trained on: pass --dataset", args.checkpoint.display())
+    })?;
+    let ds = data::load(kind, data_dir)?;
+    let split = match args.split {
+        SplitName::Train => &ds.train,
+        SplitName::Test => &ds.test,
+    };
+    let mut net = Network::new(CpuEngine::new(args.threads)?, &ck.spec)?;
+    net.set_params(&ck.params)?;
+    let examples = net.engine.upload_examples(&split.images, &split.labels, &ck.spec.input);
+    let result = evaluate(&mut net, &examples, EVAL_BATCH);
+    let epoch = if ck.meta.epoch > 0 { format!(", epoch {}", ck.meta.epoch) } else { String::new() };
+    println!("{} (architecture {}{epoch}) on {kind} {:?}", args.checkpoint.display(), ck.spec.name, args.split);
+    print!("{}", result.report(&kind.class_names()));
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! `lenet train`: the main job.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use lenet::checkpoint;
+use lenet::data::{self, DatasetKind};
+use lenet::engine::cpu::CpuEngine;
+use lenet::engine::Engine;
+use lenet::init::Init;
+use lenet::optim::OptimizerKind;
+use lenet::run::RunDir;
+use lenet::schedule::LrSchedule;
+use lenet::trainer::{EpochMetrics, Observer, TrainConfig, Trainer};
+
+use super::arch::ArchArgs;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub arch: ArchArgs,
+    #[arg(long, default_value = "fashion-mnist")]
+    pub dataset: DatasetKind,
+    /// Epochs to train (default 10; with --resume, the checkpoint's, or this to extend it).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Learning rate (default: 0.9 for sgd, as d2l; 0.001 for adam and adamw).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// sgd, adam or adamw, optionally with settings: sgd:momentum=0.9,nesterov,weight_decay=5e-4.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: OptimizerKind,
+    /// SGD momentum (shortcut for sgd:momentum=M).
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Nesterov momentum (SGD).
+    #[arg(long)]
+    pub nesterov: bool,
+    /// Weight decay (L2 for sgd and adam; decoupled for adamw).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Learning-rate schedule: constant, step:STEP_SIZE:GAMMA, cosine[:T_MAX[:ETA_MIN]].
+    #[arg(long, default_value = "constant")]
+    pub schedule: LrSchedule,
+    /// Clip the gradients' total L2 norm to this value.
+    #[arg(long, value_name = "MAX_NORM")]
+    pub clip_grad_norm: Option<f32>,
+    /// Initialisation: xavier (d2l), pytorch, lecun; or a checkpoint / PyTorch
+    /// safetensors file to start from (fine-tuning).
+    #[arg(long, default_value = "xavier", value_name = "SCHEME|FILE")]
+    pub init: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// CPU threads (0: all cores). The same seed and thread count give identical results.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Fraction of the training set held out for validation (picks best.safetensors).
+    #[arg(long, default_value_t = 0.0)]
+    pub val_split: f64,
+    /// Per-class loss weights: ten comma-separated numbers.
+    #[arg(long, value_delimiter = ',', num_args = 10)]
+    pub class_weights: Option<Vec<f32>>,
+    /// The run folder (default: runs/<arch>-<dataset>-N).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run of this checkpoint (its config, optimizer state and history).
+    #[arg(long, value_name = "CKPT")]
+    pub resume: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    fn config(&self, threads: usize) -> Result<TrainConfig> {
+        let mut optimizer = self.optimizer;
+        match &mut optimizer {
+            OptimizerKind::Sgd { momentum, nesterov, weight_decay } => {
+                if let Some(m) = self.momentum {
+                    *momentum = m;
+                }
+                *nesterov |= self.nesterov;
+                if let Some(w) = self.weight_decay {
+                    *weight_decay = w;
+                }
+            }
+            OptimizerKind::Adam { weight_decay, .. } | OptimizerKind::AdamW { weight_decay, .. } => {
+                if self.momentum.is_some() || self.nesterov {
+                    bail!("--momentum and --nesterov apply to sgd");
+                }
+                if let Some(w) = self.weight_decay {
+                    *weight_decay = w;
+                }
+            }
+        }
+        let lr = self.lr.unwrap_or(if matches!(optimizer, OptimizerKind::Sgd { .. }) { 0.9 } else { 1e-3 });
+        let init = self.init.parse::<Init>().unwrap_or(Init::Xavier);
+        Ok(TrainConfig {
+            arch: self.arch.spec("d2l")?,
+            dataset: self.dataset,
+            epochs: self.epochs.unwrap_or(10),
+            batch: self.batch,
+            lr,
+            optimizer,
+            schedule: self.schedule,
+            init,
+            seed: self.seed,
+            threads,
+            val_split: self.val_split,
+            clip_grad_norm: self.clip_grad_norm,
+            class_weights: self.class_weights.clone(),
+        })
+    }
+}
+
+/// Progress bar per epoch and the d2l-style lines.
+struct Console {
+    bar: Option<ProgressBar>,
+    epochs: usize,
+}
+
+impl Observer for Console {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
+        self.epochs = epochs;
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(batches as u64);
+            bar.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  ({elapsed}<{eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{epoch}/{epochs}"));
+            self.bar = Some(bar);
+        }
+    }
+    fn batch_end(&mut self, batch: usize, loss: f64, acc: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(batch as u64);
+            bar.set_message(format!("loss {loss:.3}  train acc {acc:.3}"));
+        }
+    }
+    fn epoch_end(&mut self, m: &EpochMetrics) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        let val = m.val_acc.map_or(String::new(), |v| format!("  val acc {v:.3}"));
+        println!(
+            "epoch {}/{}  loss {:.3}  train acc {:.3}{val}  test acc {:.3}  {:.0} examples/sec",
+            m.epoch, self.epochs, m.train_loss, m.train_acc, m.test_acc, m.examples_per_sec
+        );
+    }
+}
+
+pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
+    let (engine, run_dir, mut trainer);
+    if let Some(ckpt) = &args.resume {
+        if args.arch.is_set() {
+            bail!("--resume continues the checkpoint's own architecture: drop --arch and its options");
+        }
+        let ck = checkpoint::load(ckpt, None)?;
+        let config: TrainConfig = serde_json::from_value(ck.meta.config.clone())
+            .with_context(|| format!("{} holds no training config to resume", ckpt.display()))?;
+        engine = CpuEngine::new(config.threads)?;
+        let ds = data::load(config.dataset, data_dir)?;
+        trainer = Trainer::resume(engine, &ck, &ds.train, &ds.test, args.epochs)?;
+        run_dir = args.run_dir.clone().map(|path| RunDir { path }).unwrap_or_else(|| RunDir::of_checkpoint(ckpt));
+        println!(
+            "resuming {} at epoch {} of {}",
+            run_dir.path.display(),
+            trainer.epochs_done() + 1,
+            trainer.config.epochs
+        );
+    } else {
+        engine = CpuEngine::new(args.threads)?;
+        let config = args.config(engine.threads())?;
+        config.validate()?;
+        let initial = match args.init.parse::<Init>() {
+            Ok(_) => None,
+            Err(_) => {
+                let path = PathBuf::from(&args.init);
+                if !path.is_file() {
+                    bail!("--init {}: not an init scheme (xavier, pytorch, lecun) and no such file", args.init);
+                }
+                let ck = checkpoint::load(&path, Some(&config.arch))?;
+                println!("starting from the weights of {}", path.display());
+                Some(ck.params)
+            }
+        };
+        let ds = data::load(config.dataset, data_dir)?;
+        run_dir = match &args.run_dir {
+            Some(p) => RunDir::create(
+                p.parent().unwrap_or(std::path::Path::new(".")),
+                p.file_name().and_then(|n| n.to_str()),
+                &config,
+            )?,
+            None => RunDir::create(std::path::Path::new("runs"), None, &config)?,
+        };
+        run_dir.write_config(&config)?;
+        trainer = Trainer::new(engine, config, &ds.train, &ds.test, initial.as_deref())?;
+    }
+    println!("training on {}", trainer.net.engine.describe());
+    let mut console = Console { bar: None, epochs: 0 };
+    while !trainer.is_finished() {
+        trainer.train_epoch(&mut console)?;
+        run_dir.write_metrics(&trainer.history)?;
+        run_dir.save_epoch(&trainer.checkpoint(), trainer.last_is_best())?;
+    }
+    let h = &trainer.history;
+    let last = h.last().context("no epoch was trained")?;
+    println!("loss {:.3}, train acc {:.3}, test acc {:.3}", last.train_loss, last.train_acc, last.test_acc);
+    let secs: f64 = h.iter().map(|m| 1.0 / m.examples_per_sec).sum();
+    println!("{:.1} examples/sec on {}", h.len() as f64 / secs, trainer.net.engine.describe());
+    let best = h.iter().fold(&h[0], |b, m| if m.selection_acc() > b.selection_acc() { m } else { b });
+    println!(
+        "run saved in {} (best.safetensors: epoch {}, {} acc {:.3})",
+        run_dir.path.display(),
+        best.epoch,
+        if best.val_acc.is_some() { "val" } else { "test" },
+        best.selection_acc()
+    );
+    Ok(())
+}

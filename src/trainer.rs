@@ -1,0 +1,336 @@
+//! Training: epochs of shuffled mini-batches, per-epoch evaluation, metrics,
+//! divergence detection and checkpoint state. Deterministic: the same config,
+//! seed and thread count give bit-identical results, and resuming from a
+//! checkpoint continues exactly as an uninterrupted run would.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, Meta};
+use crate::data::{DatasetKind, Split};
+use crate::engine::Engine;
+use crate::eval::{evaluate, EvalResult};
+use crate::init::{init_params, Init};
+use crate::network::Network;
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::schedule::LrSchedule;
+use crate::spec::Spec;
+
+/// Batch size used for evaluation passes (no gradients, so larger is fine).
+pub const EVAL_BATCH: usize = 1000;
+
+/// Everything that determines a run's numbers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub arch: Spec,
+    pub dataset: DatasetKind,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    #[serde(default)]
+    pub schedule: LrSchedule,
+    pub init: Init,
+    pub seed: u64,
+    /// CPU threads (results are bit-identical for the same count).
+    pub threads: usize,
+    /// Fraction of the training set held out for validation (0: none).
+    #[serde(default)]
+    pub val_split: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<Vec<f32>>,
+}
+
+impl TrainConfig {
+    /// d2l's settings: the sigmoid LeNet on Fashion-MNIST, SGD lr 0.9, batch 256, 10 epochs, Xavier.
+    pub fn d2l() -> Self {
+        TrainConfig {
+            arch: Spec::preset("d2l").expect("preset exists"),
+            dataset: DatasetKind::FashionMnist,
+            epochs: 10,
+            batch: 256,
+            lr: 0.9,
+            optimizer: OptimizerKind::sgd(),
+            schedule: LrSchedule::Constant,
+            init: Init::Xavier,
+            seed: 0,
+            threads: 0,
+            val_split: 0.0,
+            clip_grad_norm: None,
+            class_weights: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.arch.resolve()?;
+        self.optimizer.validate()?;
+        self.schedule.validate().map_err(|e| anyhow::anyhow!("{}", e.0))?;
+        if self.batch == 0 || self.epochs == 0 {
+            bail!("--batch and --epochs must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            bail!("learning rate must be a finite number >= 0, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.val_split) {
+            bail!("--val-split must be in [0, 1), got {}", self.val_split);
+        }
+        if let Some(w) = &self.class_weights {
+            if w.len() != 10 || w.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                bail!("class weights must be 10 numbers >= 0, got {w:?}");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a config always serialises")
+    }
+}
+
+/// What one epoch measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub val_loss: Option<f64>,
+    pub val_acc: Option<f64>,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    pub lr: f64,
+    /// Training examples per second, timing only the training steps (as d2l does).
+    pub examples_per_sec: f64,
+    /// Wall time of the whole epoch, evaluation included.
+    pub seconds: f64,
+}
+
+impl EpochMetrics {
+    /// The accuracy that picks the best checkpoint: validation, else test.
+    pub fn selection_acc(&self) -> f64 {
+        self.val_acc.unwrap_or(self.test_acc)
+    }
+
+    pub const CSV_HEADER: &'static str =
+        "epoch,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,lr,examples_per_sec,seconds";
+
+    pub fn csv_row(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+        format!(
+            "{},{:.6},{:.6},{},{},{:.6},{:.6},{},{:.1},{:.3}",
+            self.epoch,
+            self.train_loss,
+            self.train_acc,
+            opt(self.val_loss),
+            opt(self.val_acc),
+            self.test_loss,
+            self.test_acc,
+            self.lr,
+            self.examples_per_sec,
+            self.seconds
+        )
+    }
+}
+
+/// Hooks for showing progress; every method has a silent default.
+pub trait Observer {
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
+    /// After each batch, with the epoch's running mean loss and accuracy.
+    fn batch_end(&mut self, _batch: usize, _loss: f64, _acc: f64) {}
+    fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
+}
+
+/// An observer that shows nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Training stopped because the loss stopped being a number.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "training diverged: the loss became {loss} at epoch {epoch}, batch {batch} (lr {lr}). \
+     Try a smaller learning rate (e.g. --lr {suggested}); checkpoints of earlier epochs are intact"
+)]
+pub struct Diverged {
+    pub epoch: usize,
+    pub batch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub suggested: f64,
+}
+
+/// Split a dataset's training set into train and (optional) validation parts.
+pub fn split_train(train: &Split, val_split: f64, seed: u64) -> (Split, Option<Split>) {
+    if val_split <= 0.0 {
+        return (train.clone(), None);
+    }
+    let (rest, val) = train.carve_validation(val_split, seed);
+    (rest, Some(val))
+}
+
+pub struct Trainer<E: Engine> {
+    pub config: TrainConfig,
+    pub net: Network<E>,
+    pub opt: Optimizer,
+    train: E::Examples,
+    val: Option<E::Examples>,
+    test: E::Examples,
+    /// Metrics of every completed epoch.
+    pub history: Vec<EpochMetrics>,
+}
+
+impl<E: Engine> Trainer<E> {
+    /// A fresh run: parameters initialised from the seed, or taken from `initial`
+    /// (fine-tuning), with a fresh optimizer.
+    pub fn new(engine: E, config: TrainConfig, train: &Split, test: &Split, initial: Option<&[f32]>) -> Result<Self> {
+        config.validate()?;
+        let mut net = Network::new(engine, &config.arch)?;
+        let params = match initial {
+            Some(p) => p.to_vec(),
+            None => {
+                let mut p = vec![0.0; net.num_params()];
+                init_params(&mut p, net.param_infos(), config.init, &mut ChaCha8Rng::seed_from_u64(config.seed));
+                p
+            }
+        };
+        net.set_params(&params)?;
+        let opt = Optimizer::new(config.optimizer, net.num_params())?;
+        Self::assemble(net, opt, config, train, test, Vec::new())
+    }
+
+    /// Continue a run from its checkpoint (config, parameters, optimizer state
+    /// and history all come from the file); `epochs` may extend the run.
+    pub fn resume(engine: E, ck: &Checkpoint, train: &Split, test: &Split, epochs: Option<usize>) -> Result<Self> {
+        let mut config: TrainConfig = serde_json::from_value(ck.meta.config.clone())
+            .context("the checkpoint has no training config to resume from")?;
+        if let Some(e) = epochs {
+            config.epochs = e;
+        }
+        let history: Vec<EpochMetrics> =
+            serde_json::from_value(ck.meta.history.clone()).context("the checkpoint's history is unreadable")?;
+        if history.len() != ck.meta.epoch {
+            bail!("the checkpoint says epoch {} but holds {} epochs of history", ck.meta.epoch, history.len());
+        }
+        let mut net = Network::new(engine, &config.arch)?;
+        net.set_params(&ck.params)?;
+        let mut opt = Optimizer::new(config.optimizer, net.num_params())?;
+        opt.load_state(&ck.optim)?;
+        Self::assemble(net, opt, config, train, test, history)
+    }
+
+    fn assemble(
+        mut net: Network<E>,
+        opt: Optimizer,
+        config: TrainConfig,
+        train: &Split,
+        test: &Split,
+        history: Vec<EpochMetrics>,
+    ) -> Result<Self> {
+        net.set_class_weights(config.class_weights.as_deref())?;
+        let (train, val) = split_train(train, config.val_split, config.seed);
+        let upload = |s: &Split| net.engine.upload_examples(&s.images, &s.labels, &config.arch.input);
+        let (train, val, test) = (upload(&train), val.as_ref().map(upload), upload(test));
+        Ok(Self { config, net, opt, train, val, test, history })
+    }
+
+    /// Epochs completed so far.
+    pub fn epochs_done(&self) -> usize {
+        self.history.len()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.epochs_done() >= self.config.epochs
+    }
+
+    /// The order of the training examples in epoch `epoch` (1-based), a pure
+    /// function of the seed and the epoch, so a resumed run sees the same order.
+    fn epoch_order(&self, epoch: usize) -> Vec<u32> {
+        let n = E::example_count(&self.train) as u32;
+        let mut order: Vec<u32> = (0..n).collect();
+        let stream = self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(stream));
+        order
+    }
+
+    /// Train one more epoch, then evaluate.
+    pub fn train_epoch(&mut self, obs: &mut dyn Observer) -> Result<EpochMetrics> {
+        let started = Instant::now();
+        let epoch = self.epochs_done() + 1;
+        let lr = self.config.schedule.resolved(self.config.epochs).lr_at(self.config.lr, epoch - 1);
+        let order = self.epoch_order(epoch);
+        let batches = order.len().div_ceil(self.config.batch);
+        obs.epoch_start(epoch, self.config.epochs, batches);
+        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+        let mut train_secs = 0.0;
+        for (b, idx) in order.chunks(self.config.batch).enumerate() {
+            let t = Instant::now();
+            let n = idx.len();
+            self.net.load_batch(&self.train, idx);
+            self.net.zero_grad();
+            self.net.forward(n);
+            let stats = self.net.loss(n, true);
+            let loss = stats.mean();
+            if !loss.is_finite() {
+                return Err(Diverged { epoch, batch: b + 1, loss, lr, suggested: lr / 2.0 }.into());
+            }
+            self.net.backward(n);
+            if let Some(max) = self.config.clip_grad_norm {
+                self.net.clip_grad_norm(max);
+            }
+            self.net.step(&mut self.opt, lr);
+            train_secs += t.elapsed().as_secs_f64();
+            // As d2l: the batch's mean loss weighted by its size.
+            loss_sum += loss * n as f64;
+            correct += stats.correct;
+            seen += n;
+            obs.batch_end(b + 1, loss_sum / seen as f64, correct as f64 / seen as f64);
+        }
+        let test = self.evaluate_test();
+        let val = self.val.as_ref().map(|v| evaluate(&mut self.net, v, EVAL_BATCH));
+        let metrics = EpochMetrics {
+            epoch,
+            train_loss: loss_sum / seen as f64,
+            train_acc: correct as f64 / seen as f64,
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_acc: val.as_ref().map(|v| v.accuracy),
+            test_loss: test.loss,
+            test_acc: test.accuracy,
+            lr,
+            examples_per_sec: seen as f64 / train_secs.max(1e-9),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        self.history.push(metrics.clone());
+        obs.epoch_end(&metrics);
+        Ok(metrics)
+    }
+
+    pub fn evaluate_test(&mut self) -> EvalResult {
+        evaluate(&mut self.net, &self.test, EVAL_BATCH)
+    }
+
+    /// Is the last epoch the best so far (by validation, else test accuracy)?
+    pub fn last_is_best(&self) -> bool {
+        let Some(last) = self.history.last() else { return false };
+        self.history.iter().all(|m| m.selection_acc() <= last.selection_acc())
+    }
+
+    /// The state to save: parameters, optimizer, config and history.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            spec: self.config.arch.clone(),
+            params: self.net.params(),
+            optim: self.opt.state_tensors(),
+            meta: Meta {
+                epoch: self.epochs_done(),
+                config: serde_json::to_value(&self.config).expect("config serialises"),
+                history: serde_json::to_value(&self.history).expect("metrics serialise"),
+                lenet_version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+        }
+    }
+}

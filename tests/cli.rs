@@ -1,0 +1,242 @@
+//! The `lenet` binary end to end, on a small IDX dataset written by the test
+//! (the real datasets are exercised in real_data.rs).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lenet::data::idx;
+use lenet::data::Images;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn lenet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lenet"))
+        .args(args)
+        .env_remove("LENET_DATA")
+        .env("HOME", "/nonexistent-home")
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = lenet(args);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "lenet {args:?} failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = lenet(args);
+    assert!(!out.status.success(), "lenet {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A toy "mnist" in IDX files: class c is a bright bar at a class-specific place.
+fn write_toy_dataset(dir: &Path) {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (stem, n) in [("train", 600), ("t10k", 200)] {
+        let mut pixels = vec![0u8; n * 784];
+        let labels: Vec<u8> = (0..n).map(|_| rng.gen_range(0..10)).collect();
+        for (i, &c) in labels.iter().enumerate() {
+            let (y0, x0) = (4 + (c as usize / 5) * 12, 2 + (c as usize % 5) * 5);
+            for y in y0..y0 + 8 {
+                for x in x0..x0 + 4 {
+                    pixels[i * 784 + y * 28 + x] = 255;
+                }
+            }
+        }
+        let images = Images { count: n, rows: 28, cols: 28, pixels };
+        idx::write_images(&dir.join(format!("{stem}-images-idx3-ubyte.gz")), &images).unwrap();
+        idx::write_labels(&dir.join(format!("{stem}-labels-idx1-ubyte")), &labels).unwrap();
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn summary_prints_pytorch_shapes_and_counts() {
+    let out = ok(&["summary", "--arch", "d2l"]);
+    assert!(out.contains("Conv2d(1, 6, kernel_size=(5, 5), padding=(2, 2))"), "{out}");
+    for shape in [
+        "(1, 6, 28, 28)",
+        "(1, 6, 14, 14)",
+        "(1, 16, 10, 10)",
+        "(1, 16, 5, 5)",
+        "(1, 400)",
+        "(1, 120)",
+        "(1, 84)",
+        "(1, 10)",
+    ] {
+        assert!(out.contains(shape), "missing {shape}:\n{out}");
+    }
+    assert!(out.contains("48120") && out.contains("total parameters: 61706"), "{out}");
+    let out = ok(&["summary", "--arch", "relu", "--no-pad"]);
+    assert!(out.contains("MaxPool2d") && out.contains("ReLU()") && out.contains("Linear(in_features=256"), "{out}");
+    let out = ok(&["summary", "--input", "32", "--activation", "tanh"]);
+    assert!(out.contains("(1, 6, 28, 28)") && out.contains("Tanh()") && out.contains("input (1, 1, 32, 32)"), "{out}");
+}
+
+#[test]
+fn summary_of_a_toml_layer_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("net.toml");
+    // One tutorial keeps the last hidden activation sigmoid, the others LeakyReLU.
+    std::fs::write(
+        &file,
+        r#"name = "mixed"
+[input]
+size = 28
+[[layers]]
+type = "conv"
+out_channels = 6
+kernel = 5
+padding = 2
+[[layers]]
+type = "leaky-relu"
+[[layers]]
+type = "max-pool"
+size = 2
+stride = 2
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "linear"
+out_features = 84
+[[layers]]
+type = "sigmoid"
+[[layers]]
+type = "linear"
+out_features = 10
+"#,
+    )
+    .unwrap();
+    let out = ok(&["summary", "--arch", p(&file)]);
+    assert!(out.contains("LeakyReLU(negative_slope=0.01)") && out.contains("Linear(in_features=1176"), "{out}");
+    std::fs::write(&file, "name = \"bad\"\n[input]\nsize = 28\n[[layers]]\ntype = \"linear\"\nout_features = 10\n")
+        .unwrap();
+    let err = fails(&["summary", "--arch", p(&file)]);
+    assert!(err.contains("net.toml") && err.contains("add a flatten"), "{err}");
+}
+
+#[test]
+fn train_resume_eval_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_toy_dataset(&data);
+    let common = [
+        "--data-dir",
+        p(&data),
+        "train",
+        "--dataset",
+        "mnist",
+        "--arch",
+        "relu",
+        "--optimizer",
+        "adam",
+        "--batch",
+        "32",
+        "--threads",
+        "2",
+    ];
+    let full: PathBuf = dir.path().join("full");
+    let mut args = common.to_vec();
+    args.extend(["--epochs", "2", "--run-dir", p(&full)]);
+    let out = ok(&args);
+    assert!(out.contains("training on cpu (2 threads)"), "{out}");
+    assert!(out.contains("epoch 1/2  loss ") && out.contains("epoch 2/2  loss "), "{out}");
+    assert!(out.contains("examples/sec on cpu"), "{out}");
+    for f in ["config.toml", "metrics.csv", "best.safetensors", "last.safetensors", "checkpoints/epoch-002.safetensors"]
+    {
+        assert!(full.join(f).is_file(), "{f}");
+    }
+
+    // One epoch, then resume to two: the same bytes of parameters.
+    let part = dir.path().join("part");
+    let mut args = common.to_vec();
+    args.extend(["--epochs", "1", "--run-dir", p(&part)]);
+    ok(&args);
+    let ck1 = part.join("last.safetensors");
+    let out = ok(&["--data-dir", p(&data), "train", "--resume", p(&ck1), "--epochs", "2"]);
+    assert!(out.contains("resuming") && out.contains("epoch 2/2"), "{out}");
+    let a = lenet::checkpoint::load(&full.join("last.safetensors"), None).unwrap();
+    let b = lenet::checkpoint::load(&part.join("last.safetensors"), None).unwrap();
+    assert_eq!(a.params, b.params);
+    assert_eq!(a.optim, b.optim);
+
+    let out = ok(&["--data-dir", p(&data), "eval", p(&full.join("best.safetensors"))]);
+    assert!(
+        out.contains("accuracy") && out.contains("per-class accuracy") && out.contains("confusion matrix"),
+        "{out}"
+    );
+
+    // Fine-tuning from a checkpoint, and refusing one of another architecture.
+    let mut args = common.to_vec();
+    let (tuned, best) = (dir.path().join("tuned"), full.join("best.safetensors"));
+    args.extend(["--epochs", "1", "--init", p(&best), "--run-dir", p(&tuned)]);
+    assert!(ok(&args).contains("starting from the weights of"));
+    let err = fails(&[
+        "--data-dir",
+        p(&data),
+        "train",
+        "--dataset",
+        "mnist",
+        "--arch",
+        "d2l",
+        "--init",
+        p(&full.join("best.safetensors")),
+        "--run-dir",
+        p(&dir.path().join("x")),
+    ]);
+    assert!(err.contains("best.safetensors") && err.contains("'relu'") && err.contains("'d2l'"), "{err}");
+    // A run folder that holds a run is never overwritten.
+    let mut args = common.to_vec();
+    args.extend(["--epochs", "1", "--run-dir", p(&full)]);
+    assert!(fails(&args).contains("already holds a run"));
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"hello").unwrap();
+    let err = fails(&["eval", p(&junk)]);
+    assert!(err.contains("junk.safetensors") && err.contains("not a valid safetensors file"), "{err}");
+
+    let err = fails(&["data", "verify", "mnist"]);
+    assert!(
+        err.contains("mnist not found") && err.contains("lenet data fetch mnist") && err.contains("lenet data import"),
+        "{err}"
+    );
+    assert!(err.contains("/nonexistent-home/.cache/lenet/mnist"), "{err}");
+
+    let data = dir.path().join("data");
+    write_toy_dataset(&data);
+    let mut labels = vec![0u8; 200];
+    labels[7] = 12;
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), idx::encode_labels(&labels)).unwrap();
+    let err = fails(&["--data-dir", p(&data), "data", "preview", "mnist", "--out", p(&dir.path().join("g.png"))]);
+    assert!(err.contains("t10k-labels-idx1-ubyte") && err.contains("label 12 at index 7"), "{err}");
+}
+
+#[test]
+fn preview_writes_grid_and_single_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_toy_dataset(&data);
+    let grid = dir.path().join("grid.png");
+    ok(&["--data-dir", p(&data), "data", "preview", "mnist", "--out", p(&grid), "-n", "20"]);
+    let img = image::open(&grid).unwrap();
+    assert!(img.width() > 10 * 28 * 3 && img.height() > 2 * 28 * 3);
+    let one = dir.path().join("one.png");
+    ok(&["--data-dir", p(&data), "data", "preview", "mnist", "--split", "test", "--index", "3", "--out", p(&one)]);
+    let img = image::open(&one).unwrap().to_luma8();
+    assert_eq!((img.width(), img.height()), (28, 28));
+    let (ds_img, _) =
+        idx::read_pair(&data.join("t10k-images-idx3-ubyte.gz"), &data.join("t10k-labels-idx1-ubyte")).unwrap();
+    assert_eq!(img.as_raw().as_slice(), ds_img.image(3));
+    let err = fails(&["--data-dir", p(&data), "data", "preview", "mnist", "--index", "600", "--out", p(&one)]);
+    assert!(err.contains("out of range"), "{err}");
+}

@@ -1,0 +1,235 @@
+//! The trainer on small synthetic data: learning happens, runs are
+//! deterministic, resume equals an uninterrupted run, checkpoints round-trip,
+//! and bad checkpoints or divergence give clear errors.
+
+use lenet::checkpoint::{self, Checkpoint};
+use lenet::data::{Images, Split};
+use lenet::engine::cpu::CpuEngine;
+use lenet::optim::OptimizerKind;
+use lenet::run::RunDir;
+use lenet::spec::Spec;
+use lenet::trainer::{Silent, TrainConfig, Trainer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A learnable toy problem: class c is a bright square at a class-specific
+/// position, plus noise.
+fn toy_split(n: usize, seed: u64) -> Split {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut pixels = vec![0u8; n * 784];
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = rng.gen_range(0..10usize);
+        labels.push(c as u8);
+        let img = &mut pixels[i * 784..(i + 1) * 784];
+        for p in img.iter_mut() {
+            *p = rng.gen_range(0..60);
+        }
+        let (y0, x0) = (4 + (c / 5) * 12, 2 + (c % 5) * 5);
+        for y in y0..y0 + 8 {
+            for x in x0..x0 + 4 {
+                img[y * 28 + x] = 255;
+            }
+        }
+    }
+    Split { images: Images { count: n, rows: 28, cols: 28, pixels }, labels }
+}
+
+fn config(arch: &str, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        arch: Spec::preset(arch).unwrap(),
+        epochs,
+        batch: 32,
+        lr: 2e-3,
+        optimizer: OptimizerKind::adam(),
+        threads: 2,
+        seed: 7,
+        ..TrainConfig::d2l()
+    }
+}
+
+fn trainer(cfg: TrainConfig) -> Trainer<CpuEngine> {
+    let (train, test) = (toy_split(640, 1), toy_split(200, 2));
+    Trainer::new(CpuEngine::new(cfg.threads).unwrap(), cfg, &train, &test, None).unwrap()
+}
+
+#[test]
+fn learns_the_toy_problem() {
+    let mut t = trainer(config("relu", 3));
+    while !t.is_finished() {
+        t.train_epoch(&mut Silent).unwrap();
+    }
+    let h = &t.history;
+    assert!(h[2].train_loss < h[0].train_loss, "{h:?}");
+    assert!(h[2].test_acc > 0.9, "test acc {}", h[2].test_acc);
+}
+
+#[test]
+fn same_seed_same_bits_and_resume_equals_uninterrupted() {
+    let mut full = trainer(config("d2l", 3));
+    for _ in 0..3 {
+        full.train_epoch(&mut Silent).unwrap();
+    }
+
+    let mut first = trainer(config("d2l", 3));
+    first.train_epoch(&mut Silent).unwrap();
+    // Through the bytes of a saved checkpoint, as `lenet train --resume` does.
+    let bytes = checkpoint::to_bytes(&first.checkpoint()).unwrap();
+    let ck = checkpoint::from_bytes(&bytes, std::path::Path::new("mem"), None).unwrap();
+    let (train, test) = (toy_split(640, 1), toy_split(200, 2));
+    let mut resumed = Trainer::resume(CpuEngine::new(2).unwrap(), &ck, &train, &test, None).unwrap();
+    assert_eq!(resumed.epochs_done(), 1);
+    while !resumed.is_finished() {
+        resumed.train_epoch(&mut Silent).unwrap();
+    }
+    let (a, b) = (full.net.params(), resumed.net.params());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "resumed run differs");
+    for (x, y) in full.history.iter().zip(&resumed.history) {
+        assert_eq!((x.train_loss, x.test_acc), (y.train_loss, y.test_acc));
+    }
+    // And a second full run is bit-identical to the first.
+    let mut again = trainer(config("d2l", 3));
+    for _ in 0..3 {
+        again.train_epoch(&mut Silent).unwrap();
+    }
+    assert!(again.net.params().iter().zip(&a).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+#[test]
+fn sgd_momentum_resume_is_exact_too() {
+    let cfg =
+        TrainConfig { optimizer: "sgd:momentum=0.9,weight_decay=1e-4".parse().unwrap(), lr: 0.05, ..config("relu", 2) };
+    let mut full = trainer(cfg.clone());
+    full.train_epoch(&mut Silent).unwrap();
+    full.train_epoch(&mut Silent).unwrap();
+    let mut first = trainer(cfg);
+    first.train_epoch(&mut Silent).unwrap();
+    let ck = first.checkpoint();
+    let mut resumed =
+        Trainer::resume(CpuEngine::new(2).unwrap(), &ck, &toy_split(640, 1), &toy_split(200, 2), None).unwrap();
+    resumed.train_epoch(&mut Silent).unwrap();
+    assert_eq!(full.net.params(), resumed.net.params());
+}
+
+#[test]
+fn checkpoint_round_trip_and_run_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(config("relu", 2));
+    let cfg = t.config.clone();
+    let run = RunDir::create(dir.path(), Some("r"), &cfg).unwrap();
+    run.write_config(&cfg).unwrap();
+    while !t.is_finished() {
+        t.train_epoch(&mut Silent).unwrap();
+        run.write_metrics(&t.history).unwrap();
+        run.save_epoch(&t.checkpoint(), t.last_is_best()).unwrap();
+    }
+    for f in [
+        "config.toml",
+        "metrics.csv",
+        "best.safetensors",
+        "last.safetensors",
+        "checkpoints/epoch-001.safetensors",
+        "checkpoints/epoch-002.safetensors",
+    ] {
+        assert!(run.path.join(f).is_file(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(run.path.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(
+        csv.starts_with("epoch,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,lr,examples_per_sec,seconds")
+    );
+    let toml_back: TrainConfig =
+        toml::from_str(&std::fs::read_to_string(run.path.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(toml_back, cfg);
+
+    let ck = checkpoint::load(&run.last(), None).unwrap();
+    assert_eq!(ck.params, t.net.params());
+    assert_eq!(ck.spec, cfg.arch);
+    assert_eq!(ck.meta.epoch, 2);
+    assert!(ck.optim.iter().any(|(n, _, _)| n == "optim.exp_avg"));
+    // The same architecture asked for explicitly: fine. Another: a clear error.
+    checkpoint::load(&run.last(), Some(&cfg.arch)).unwrap();
+    let err = checkpoint::load(&run.last(), Some(&Spec::preset("d2l").unwrap().clone_with_input(32)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("last.safetensors") && err.contains("architecture"), "{err}");
+    // An explicit run name that already holds a run is refused.
+    assert!(RunDir::create(dir.path(), Some("r"), &cfg).is_err());
+}
+
+trait WithInput {
+    fn clone_with_input(&self, n: usize) -> Spec;
+}
+impl WithInput for Spec {
+    fn clone_with_input(&self, n: usize) -> Spec {
+        let mut s = self.clone();
+        s.input.size = n;
+        s.layers[0] = lenet::spec::LayerSpec::Conv { out_channels: 6, kernel: 5, padding: 0, stride: 1 };
+        s
+    }
+}
+
+#[test]
+fn damaged_checkpoints_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = trainer(config("relu", 1));
+    let good = checkpoint::to_bytes(&t.checkpoint()).unwrap();
+    let path = dir.path().join("ck.safetensors");
+    for (what, bytes) in [
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("empty", vec![]),
+        ("text", b"not a checkpoint at all".to_vec()),
+    ] {
+        std::fs::write(&path, &bytes).unwrap();
+        let err = checkpoint::load(&path, None).unwrap_err().to_string();
+        assert!(err.contains("ck.safetensors"), "{what}: {err}");
+    }
+    // A file of tensors with no architecture needs --arch.
+    let bare = safetensors::serialize(Vec::<(String, safetensors::tensor::TensorView)>::new(), &None).unwrap();
+    std::fs::write(&path, bare).unwrap();
+    let err = checkpoint::load(&path, None).unwrap_err().to_string();
+    assert!(err.contains("--arch"), "{err}");
+    // A checkpoint of another architecture is refused, naming both.
+    let err = checkpoint::from_bytes(&good, &path, Some(&Spec::preset("d2l").unwrap())).unwrap_err().to_string();
+    assert!(err.contains("'relu'") && err.contains("'d2l'"), "{err}");
+    // A bare state_dict (no header) missing a tensor: the error names it.
+    let d2l = Spec::preset("d2l").unwrap();
+    let mut ck: Checkpoint = checkpoint::from_bytes(&good, &path, None).unwrap();
+    ck.spec = d2l.clone();
+    ck.optim.clear();
+    let full = checkpoint::to_bytes(&ck).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&full).unwrap();
+    let kept: Vec<_> = st.tensors().into_iter().filter(|(n, _)| n != "11.bias").collect();
+    std::fs::write(&path, safetensors::serialize(kept, &None).unwrap()).unwrap();
+    let err = checkpoint::load(&path, Some(&d2l)).unwrap_err().to_string();
+    assert!(err.contains("11.bias") && err.contains("ck.safetensors"), "{err}");
+}
+
+#[test]
+fn divergence_stops_with_epoch_and_batch() {
+    let cfg = TrainConfig { optimizer: OptimizerKind::sgd(), lr: 1e30, ..config("relu", 1) };
+    let mut t = trainer(cfg);
+    let err = t.train_epoch(&mut Silent).unwrap_err().to_string();
+    assert!(
+        err.contains("diverged") && err.contains("epoch 1, batch") && err.contains("smaller learning rate"),
+        "{err}"
+    );
+}
+
+#[test]
+fn divergence_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(TrainConfig { optimizer: OptimizerKind::sgd(), lr: 0.05, ..config("relu", 2) });
+    let run = RunDir::create(dir.path(), Some("r"), &t.config).unwrap();
+    t.train_epoch(&mut Silent).unwrap();
+    run.save_epoch(&t.checkpoint(), t.last_is_best()).unwrap();
+    let before = std::fs::read(run.last()).unwrap();
+    // Epoch 2 at an absurd learning rate: the loss overflows.
+    t.config.lr = 1e30;
+    let err = t.train_epoch(&mut Silent).unwrap_err().to_string();
+    assert!(err.contains("epoch 2, batch"), "{err}");
+    assert_eq!(std::fs::read(run.last()).unwrap(), before);
+    assert!(!run.epoch_checkpoint(2).exists());
+    let ck = checkpoint::load(&run.last(), None).unwrap();
+    assert!(ck.params.iter().all(|v| v.is_finite()) && ck.meta.epoch == 1);
+}
