@@ -392,7 +392,7 @@ fn present_equivalent(dir: &Path, file: &DataFile) -> Result<Option<FileReport>,
 fn content_md5(path: &Path) -> io::Result<String> {
     let mut reader = BufReader::new(File::open(path)?);
     let mut magic = [0u8; 2];
-    let n = read_up_to(&mut reader, &mut magic)?;
+    let n = crate::data::idx::read_full(&mut reader, &mut magic)?;
     let head = &magic[..n];
     let mut hasher = Md5::new();
     if head == [0x1f, 0x8b] {
@@ -402,19 +402,6 @@ fn content_md5(path: &Path) -> io::Result<String> {
         hash_stream(&mut reader, &mut hasher)?;
     }
     Ok(hex::encode(hasher.finalize()))
-}
-
-fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn hash_stream(reader: &mut impl Read, hasher: &mut Md5) -> io::Result<u64> {
