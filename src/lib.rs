@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod engine;
 pub mod eval;
+pub mod export;
 pub mod init;
 pub mod input;
 pub mod layers;

@@ -3,6 +3,7 @@
 mod arch;
 mod data;
 mod eval;
+mod export;
 mod train;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Evaluate a checkpoint: loss, accuracy, per-class accuracy, confusion matrix.
     Eval(eval::EvalArgs),
+    /// Export a checkpoint: ONNX, a pure PyTorch state_dict, or its logits on a split.
+    Export(export::ExportArgs),
     /// Get, check and look at the datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Train(args) => train::run(*args, cli.data_dir.as_deref()),
         Command::Eval(args) => eval::run(args, cli.data_dir.as_deref()),
+        Command::Export(args) => export::run(args, cli.data_dir.as_deref()),
         Command::Data(cmd) => data::run(cmd, cli.data_dir.as_deref()),
     }
 }
