@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use crate::atomic::write_atomic;
 use crate::checkpoint::{self, Checkpoint};
 use crate::trainer::{EpochMetrics, TrainConfig};
+use crate::viz::{self, curves::Curves, curves::CurvesPlot};
 
 pub struct RunDir {
     pub path: PathBuf,
@@ -71,6 +72,23 @@ impl RunDir {
             csv.push('\n');
         }
         write_atomic(&self.path.join("metrics.csv"), csv.as_bytes())?;
+        Ok(())
+    }
+
+    /// The run's name: its folder's.
+    pub fn name(&self) -> String {
+        let abs = self.path.canonicalize().unwrap_or_else(|_| self.path.clone());
+        abs.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    }
+
+    /// curves.csv (the data), curves.svg and curves.png (d2l's plot), for
+    /// the config's planned epochs; rewritten after every epoch.
+    pub fn write_curves(&self, history: &[EpochMetrics], config: &TrainConfig) -> Result<()> {
+        let curves = Curves::from_history(&self.name(), history, config.epochs);
+        write_atomic(&self.path.join("curves.csv"), curves.to_csv().as_bytes())?;
+        let plot = CurvesPlot::for_run(&curves, Some(config));
+        viz::save(&plot, &self.path.join("curves.svg"))?;
+        viz::save(&plot, &self.path.join("curves.png"))?;
         Ok(())
     }
 

@@ -94,6 +94,26 @@ impl TrainConfig {
     }
 }
 
+/// A running measurement inside an epoch, as d2l's Animator plots it: the
+/// epoch's mean loss and accuracy over the batches so far, at a fractional epoch
+/// (e.g. 1.2 after a fifth of the second epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub epoch: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+}
+
+/// How many running snapshots d2l takes per epoch.
+pub const CURVE_POINTS_PER_EPOCH: usize = 5;
+
+/// Is batch `batch` (1-based) of `batches` one where d2l's training loop adds a
+/// point to its Animator? Every `batches / 5`-th batch and the last one.
+pub fn is_curve_batch(batch: usize, batches: usize) -> bool {
+    let every = (batches / CURVE_POINTS_PER_EPOCH).max(1);
+    batch.is_multiple_of(every) || batch == batches
+}
+
 /// What one epoch measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
@@ -109,6 +129,9 @@ pub struct EpochMetrics {
     pub examples_per_sec: f64,
     /// Wall time of the whole epoch, evaluation included.
     pub seconds: f64,
+    /// Running snapshots about 5 times per epoch (the last one at the epoch's end).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<CurvePoint>,
 }
 
 impl EpochMetrics {
@@ -143,6 +166,8 @@ pub trait Observer {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
     /// After each batch, with the epoch's running mean loss and accuracy.
     fn batch_end(&mut self, _batch: usize, _loss: f64, _acc: f64) {}
+    /// About 5 times per epoch (see [`is_curve_batch`]), after `batch_end`.
+    fn curve_point(&mut self, _point: &CurvePoint) {}
     fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
 }
 
@@ -267,6 +292,7 @@ impl<E: Engine> Trainer<E> {
         obs.epoch_start(epoch, self.config.epochs, batches);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         let mut train_secs = 0.0;
+        let mut points = Vec::with_capacity(CURVE_POINTS_PER_EPOCH + 1);
         for (b, idx) in order.chunks(self.config.batch).enumerate() {
             let t = Instant::now();
             let n = idx.len();
@@ -289,6 +315,15 @@ impl<E: Engine> Trainer<E> {
             correct += stats.correct;
             seen += n;
             obs.batch_end(b + 1, loss_sum / seen as f64, correct as f64 / seen as f64);
+            if is_curve_batch(b + 1, batches) {
+                let point = CurvePoint {
+                    epoch: (epoch - 1) as f64 + (b + 1) as f64 / batches as f64,
+                    train_loss: loss_sum / seen as f64,
+                    train_acc: correct as f64 / seen as f64,
+                };
+                obs.curve_point(&point);
+                points.push(point);
+            }
         }
         let test = self.evaluate_test();
         let val = self.val.as_ref().map(|v| evaluate(&mut self.net, v, EVAL_BATCH));
@@ -303,6 +338,7 @@ impl<E: Engine> Trainer<E> {
             lr,
             examples_per_sec: seen as f64 / train_secs.max(1e-9),
             seconds: started.elapsed().as_secs_f64(),
+            points,
         };
         self.history.push(metrics.clone());
         obs.epoch_end(&metrics);

@@ -31,6 +31,9 @@ pub struct EvalArgs {
     pub arch: ArchArgs,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Also draw the confusion matrix as a heat map with class names (.png or .svg).
+    #[arg(long, value_name = "PICTURE")]
+    pub confusion: Option<PathBuf>,
 }
 
 pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
@@ -52,5 +55,12 @@ pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     let epoch = if ck.meta.epoch > 0 { format!(", epoch {}", ck.meta.epoch) } else { String::new() };
     println!("{} (architecture {}{epoch}) on {kind} {:?}", args.checkpoint.display(), ck.spec.name, args.split);
     print!("{}", result.report(&kind.class_names()));
+    if let Some(path) = &args.confusion {
+        let split = format!("{:?}", args.split).to_lowercase();
+        let title = format!("{} on {kind} {split}: accuracy {:.4}", ck.spec.name, result.accuracy);
+        let plot = lenet::viz::heatmap::ConfusionPlot::new(&result.confusion, &kind.class_names(), &title)?;
+        lenet::viz::save(&plot, path)?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }

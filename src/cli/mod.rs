@@ -1,9 +1,12 @@
 //! Command-line definitions (clap) and dispatch to the per-command modules.
 
 mod arch;
+mod compare;
 mod data;
 mod eval;
 mod export;
+mod predict;
+mod report;
 mod train;
 
 use std::path::PathBuf;
@@ -33,6 +36,12 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Export a checkpoint: ONNX, a pure PyTorch state_dict, or its logits on a split.
     Export(export::ExportArgs),
+    /// Classify your own images (PNG, JPEG, BMP), or a dataset's into a captioned grid.
+    Predict(Box<predict::PredictArgs>),
+    /// Write a run's self-contained HTML report: config, metrics, curves, confusion matrix, errors.
+    Report(report::ReportArgs),
+    /// Overlay the learning curves of several runs in one picture.
+    Compare(compare::CompareArgs),
     /// Get, check and look at the datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -47,6 +56,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(*args, cli.data_dir.as_deref()),
         Command::Eval(args) => eval::run(args, cli.data_dir.as_deref()),
         Command::Export(args) => export::run(args, cli.data_dir.as_deref()),
+        Command::Predict(args) => predict::run(*args, cli.data_dir.as_deref()),
+        Command::Report(args) => report::run(args, cli.data_dir.as_deref()),
+        Command::Compare(args) => compare::run(args),
         Command::Data(cmd) => data::run(cmd, cli.data_dir.as_deref()),
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -15,7 +16,9 @@ use lenet::init::Init;
 use lenet::optim::OptimizerKind;
 use lenet::run::RunDir;
 use lenet::schedule::LrSchedule;
-use lenet::trainer::{EpochMetrics, Observer, TrainConfig, Trainer};
+use lenet::trainer::{CurvePoint, EpochMetrics, Observer, TrainConfig, Trainer};
+use lenet::viz::curves::{Curves, EpochEval};
+use lenet::viz::live::{self, LiveTerminal};
 
 use super::arch::ArchArgs;
 
@@ -72,6 +75,10 @@ pub struct TrainArgs {
     /// Continue the run of this checkpoint (its config, optimizer state and history).
     #[arg(long, value_name = "CKPT")]
     pub resume: Option<PathBuf>,
+    /// Draw the learning curves live in the terminal (plain lines ~5 times per epoch when
+    /// the output is not a terminal).
+    #[arg(long)]
+    pub live: bool,
 }
 
 impl TrainArgs {
@@ -116,15 +123,83 @@ impl TrainArgs {
     }
 }
 
-/// Progress bar per epoch and the d2l-style lines.
+/// Progress bar per epoch and the d2l-style lines; with --live, the curves
+/// in the terminal or, when stdout is not one, a line per curve point.
 struct Console {
     bar: Option<ProgressBar>,
     epochs: usize,
+    live: Live,
+}
+
+enum Live {
+    Off,
+    /// A line per curve point.
+    Lines,
+    Chart(Box<LiveChart>),
+}
+
+struct LiveChart {
+    term: LiveTerminal,
+    curves: Curves,
+    epoch: usize,
+    batches: usize,
+    status: String,
+    drawn: Option<Instant>,
+}
+
+impl LiveChart {
+    fn redraw(&mut self, force: bool) {
+        if !force && self.drawn.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+            return;
+        }
+        self.drawn = Some(Instant::now());
+        // A terminal that stops answering only loses the picture, never the run.
+        let _ = self.term.draw(&self.curves, &self.status);
+    }
+}
+
+impl Console {
+    fn new(live: bool, curves: Curves) -> Self {
+        let live = match (live, std::io::stdout().is_terminal()) {
+            (false, _) => Live::Off,
+            (true, false) => Live::Lines,
+            (true, true) => match LiveTerminal::new() {
+                Ok(term) => Live::Chart(Box::new(LiveChart {
+                    term,
+                    curves,
+                    epoch: 0,
+                    batches: 0,
+                    status: String::new(),
+                    drawn: None,
+                })),
+                Err(e) => {
+                    eprintln!("warning: {e:#}; printing lines instead");
+                    Live::Lines
+                }
+            },
+        };
+        Console { bar: None, epochs: 0, live }
+    }
+
+    fn finish(self) {
+        if let Live::Chart(mut chart) = self.live {
+            chart.status = "done".into();
+            chart.redraw(true);
+            let _ = chart.term.finish();
+        }
+    }
 }
 
 impl Observer for Console {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
         self.epochs = epochs;
+        if let Live::Chart(chart) = &mut self.live {
+            (chart.epoch, chart.batches) = (epoch, batches);
+            chart.curves.epochs = chart.curves.epochs.max(epochs);
+            chart.status = format!("epoch {epoch}/{epochs} {}", live::bar(0, batches, 30));
+            chart.redraw(true);
+            return;
+        }
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(batches as u64);
             bar.set_style(
@@ -137,9 +212,31 @@ impl Observer for Console {
         }
     }
     fn batch_end(&mut self, batch: usize, loss: f64, acc: f64) {
+        if let Live::Chart(c) = &mut self.live {
+            c.status = format!(
+                "epoch {}/{} {} {batch}/{} batches  loss {loss:.3}  train acc {acc:.3}",
+                c.epoch,
+                self.epochs,
+                live::bar(batch, c.batches, 30),
+                c.batches
+            );
+            c.redraw(false);
+        }
         if let Some(bar) = &self.bar {
             bar.set_position(batch as u64);
             bar.set_message(format!("loss {loss:.3}  train acc {acc:.3}"));
+        }
+    }
+    fn curve_point(&mut self, p: &CurvePoint) {
+        match &mut self.live {
+            Live::Off => {}
+            Live::Lines => {
+                println!("epoch {:.2}  loss {:.3}  train acc {:.3}", p.epoch, p.train_loss, p.train_acc);
+            }
+            Live::Chart(c) => {
+                c.curves.push_point(*p);
+                c.redraw(true);
+            }
         }
     }
     fn epoch_end(&mut self, m: &EpochMetrics) {
@@ -147,15 +244,25 @@ impl Observer for Console {
             bar.finish_and_clear();
         }
         let val = m.val_acc.map_or(String::new(), |v| format!("  val acc {v:.3}"));
-        println!(
+        let line = format!(
             "epoch {}/{}  loss {:.3}  train acc {:.3}{val}  test acc {:.3}  {:.0} examples/sec",
             m.epoch, self.epochs, m.train_loss, m.train_acc, m.test_acc, m.examples_per_sec
         );
+        match &mut self.live {
+            Live::Chart(c) => {
+                c.curves.push_eval(EpochEval { epoch: m.epoch, test_acc: m.test_acc, val_acc: m.val_acc });
+                if c.term.print_line(&line).is_err() {
+                    println!("{line}");
+                }
+                c.redraw(true);
+            }
+            _ => println!("{line}"),
+        }
     }
 }
 
 pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
-    let (engine, run_dir, mut trainer);
+    let (engine, run_dir, mut trainer, test);
     if let Some(ckpt) = &args.resume {
         if args.arch.is_set() {
             bail!("--resume continues the checkpoint's own architecture: drop --arch and its options");
@@ -166,7 +273,10 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         engine = CpuEngine::new(config.threads)?;
         let ds = data::load(config.dataset, data_dir)?;
         trainer = Trainer::resume(engine, &ck, &ds.train, &ds.test, args.epochs)?;
+        test = ds.test;
         run_dir = args.run_dir.clone().map(|path| RunDir { path }).unwrap_or_else(|| RunDir::of_checkpoint(ckpt));
+        // The config the run now goes on with (e.g. more epochs): curves and reports read it.
+        run_dir.write_config(&trainer.config)?;
         println!(
             "resuming {} at epoch {} of {}",
             run_dir.path.display(),
@@ -200,20 +310,28 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         };
         run_dir.write_config(&config)?;
         trainer = Trainer::new(engine, config, &ds.train, &ds.test, initial.as_deref())?;
+        test = ds.test;
     }
     println!("training on {}", trainer.net.engine.describe());
-    let mut console = Console { bar: None, epochs: 0 };
+    let so_far = Curves::from_history(&run_dir.name(), &trainer.history, trainer.config.epochs);
+    let mut console = Console::new(args.live, so_far);
     while !trainer.is_finished() {
-        trainer.train_epoch(&mut console)?;
+        if let Err(e) = trainer.train_epoch(&mut console) {
+            console.finish();
+            return Err(e);
+        }
         run_dir.write_metrics(&trainer.history)?;
         run_dir.save_epoch(&trainer.checkpoint(), trainer.last_is_best())?;
+        run_dir.write_curves(&trainer.history, &trainer.config)?;
     }
+    console.finish();
     let h = &trainer.history;
     let last = h.last().context("no epoch was trained")?;
     println!("loss {:.3}, train acc {:.3}, test acc {:.3}", last.train_loss, last.train_acc, last.test_acc);
     let secs: f64 = h.iter().map(|m| 1.0 / m.examples_per_sec).sum();
     println!("{:.1} examples/sec on {}", h.len() as f64 / secs, trainer.net.engine.describe());
     let best = h.iter().fold(&h[0], |b, m| if m.selection_acc() > b.selection_acc() { m } else { b });
+    write_confusion(&run_dir, &trainer.config, &test)?;
     println!(
         "run saved in {} (best.safetensors: epoch {}, {} acc {:.3})",
         run_dir.path.display(),
@@ -222,4 +340,17 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         best.selection_acc()
     );
     Ok(())
+}
+
+/// The confusion matrix of best.safetensors on the test set, as confusion.png in the run folder.
+fn write_confusion(run_dir: &RunDir, cfg: &TrainConfig, test: &lenet::data::Split) -> Result<()> {
+    let ck = checkpoint::load(&run_dir.best(), Some(&cfg.arch))?;
+    let mut net = lenet::network::Network::new(CpuEngine::new(cfg.threads)?, &ck.spec)?;
+    net.set_params(&ck.params)?;
+    let examples = net.engine.upload_examples(&test.images, &test.labels, &ck.spec.input);
+    let result = lenet::eval::evaluate(&mut net, &examples, lenet::trainer::EVAL_BATCH);
+    let title =
+        format!("{} on {} test, epoch {}: accuracy {:.4}", ck.spec.name, cfg.dataset, ck.meta.epoch, result.accuracy);
+    let plot = lenet::viz::heatmap::ConfusionPlot::new(&result.confusion, &cfg.dataset.class_names(), &title)?;
+    lenet::viz::save(&plot, &run_dir.path.join("confusion.png"))
 }

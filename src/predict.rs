@@ -1,0 +1,342 @@
+//! Predictions on images of any size and colour: turning a picture into what
+//! the network was trained on, the way MNIST itself was made, and the network's
+//! class probabilities.
+//!
+//! MNIST (LeCun et al.): the digits were "size normalized to fit in a 20×20 pixel
+//! box while preserving their aspect ratio", anti-aliased to grey levels, then
+//! "centered in a 28×28 image by computing the center of mass of the pixels".
+//! In the real test set the centre of mass averages (14.0, 14.0) in pixel
+//! coordinates and the ink's bounding box is exactly 20 pixels on its longer
+//! side; [`prepare`] reproduces both. Fashion-MNIST's products were instead
+//! trimmed, scaled so the longer side is 28 and centred. In both, the ink is
+//! white on black, so a picture on a light background is inverted.
+//!
+//! 32×32 architectures get the 28×28 result fitted exactly as their training
+//! data was (zero padding, as LeNet-5 did, or resizing: `InputSpec::fit`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageBuffer, Luma};
+
+use crate::data::{DatasetKind, Images};
+use crate::engine::Engine;
+use crate::network::Network;
+
+/// Side of a dataset image.
+pub const SIDE: usize = 28;
+/// MNIST's box for the ink's longer side.
+pub const MNIST_BOX: usize = 20;
+/// The ink must stand out from the background by this much (of 255), else the image is blank.
+pub const MIN_CONTRAST: f32 = 24.0;
+/// Below this share of the strongest ink, a pixel is background (paper texture, JPEG noise).
+pub const NOISE_FLOOR: f32 = 0.2;
+
+/// How a picture is turned into a 28×28 input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// `Asis` for a 28×28 image on a dark background (already the dataset's
+    /// format, e.g. from `lenet data preview --index`), else the style of the
+    /// dataset the network was trained on.
+    Auto,
+    /// Crop to the ink, fit into 20×20 keeping the aspect ratio, centre by centre of mass.
+    Mnist,
+    /// Crop to the ink, fit into 28×28 keeping the aspect ratio, centre the box.
+    Fashion,
+    /// Take a 28×28 image as it is (inverted if its background is light).
+    AsIs,
+}
+
+impl FromStr for Style {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Style::Auto),
+            "mnist" => Ok(Style::Mnist),
+            "fashion" | "fashion-mnist" => Ok(Style::Fashion),
+            "none" | "as-is" => Ok(Style::AsIs),
+            _ => Err(format!("unknown preprocessing '{s}' (auto, mnist, fashion, none)")),
+        }
+    }
+}
+
+impl fmt::Display for Style {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Style::Auto => "auto",
+            Style::Mnist => "mnist",
+            Style::Fashion => "fashion",
+            Style::AsIs => "none",
+        })
+    }
+}
+
+impl Style {
+    /// The dataset's own style.
+    pub fn of_dataset(kind: Option<DatasetKind>) -> Style {
+        match kind {
+            Some(DatasetKind::FashionMnist) => Style::Fashion,
+            _ => Style::Mnist,
+        }
+    }
+}
+
+/// A picture that cannot be used, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct ImageError {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+/// A picture turned into a dataset image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prepared {
+    /// 28×28 bytes, white ink on black, row-major.
+    pub pixels: Vec<u8>,
+    /// The style applied (never `Auto`).
+    pub style: Style,
+    /// The picture had a light background and was inverted.
+    pub inverted: bool,
+    /// The picture's size.
+    pub source_size: (u32, u32),
+    /// The ink's bounding box in the picture: x, y, width, height.
+    pub ink_box: (u32, u32, u32, u32),
+    /// Things worth telling the user (not errors).
+    pub warnings: Vec<String>,
+}
+
+/// Read and decode a PNG, JPEG or BMP file (by its content, whatever its name).
+pub fn load_image(path: &Path) -> Result<DynamicImage, ImageError> {
+    let err = |problem: String| ImageError { path: path.to_path_buf(), problem };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    if bytes.is_empty() {
+        return Err(err("empty file: not an image".into()));
+    }
+    let format =
+        image::guess_format(&bytes).map_err(|_| err("not an image: lenet reads PNG, JPEG and BMP files".into()))?;
+    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::Bmp) {
+        return Err(err(format!("a {format:?} image: lenet reads PNG, JPEG and BMP files")));
+    }
+    let img = image::load_from_memory_with_format(&bytes, format)
+        .map_err(|e| err(format!("cannot decode this {format:?} file: {e}")))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(err(format!("the image is empty ({}×{} pixels)", img.width(), img.height())));
+    }
+    Ok(img)
+}
+
+/// Luma in [0, 255] of every pixel. Transparent pixels are composited over the
+/// background that contrasts with the opaque ones (white under dark strokes,
+/// black under light ones), so a drawing on a transparent canvas keeps its ink.
+pub fn to_gray(img: &DynamicImage) -> (Vec<f32>, u32, u32) {
+    let (w, h) = (img.width(), img.height());
+    let rgba = img.to_rgba32f();
+    let luma = |p: &image::Rgba<f32>| 255.0 * (0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]);
+    let (mut sum, mut weight) = (0.0f64, 0.0f64);
+    for p in rgba.pixels() {
+        sum += (luma(p) * p[3]) as f64;
+        weight += p[3] as f64;
+    }
+    let under = if weight > 0.0 && sum / weight < 127.5 { 255.0 } else { 0.0 };
+    let gray = rgba.pixels().map(|p| luma(p) * p[3] + under * (1.0 - p[3])).collect();
+    (gray, w, h)
+}
+
+/// The median of the picture's outermost pixels: the background's level.
+fn border_median(gray: &[f32], w: usize, h: usize) -> f32 {
+    let mut border: Vec<f32> = Vec::with_capacity(2 * (w + h));
+    for y in 0..h {
+        for x in 0..w {
+            if y == 0 || x == 0 || y == h - 1 || x == w - 1 {
+                border.push(gray[y * w + x]);
+            }
+        }
+    }
+    border.sort_by(f32::total_cmp);
+    border[border.len() / 2]
+}
+
+/// The bounding box (x, y, w, h) of the pixels above zero.
+pub fn ink_box(pixels: &[f32], w: usize, h: usize) -> Option<(usize, usize, usize, usize)> {
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for y in 0..h {
+        for x in 0..w {
+            if pixels[y * w + x] > 0.0 {
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+            }
+        }
+    }
+    (x0 != usize::MAX).then(|| (x0, y0, x1 - x0 + 1, y1 - y0 + 1))
+}
+
+/// Centre of mass (x, y) of an image, in pixel coordinates (pixel i's centre is i).
+pub fn centre_of_mass(pixels: &[f32], w: usize) -> Option<(f64, f64)> {
+    let (mut m, mut mx, mut my) = (0.0f64, 0.0f64, 0.0f64);
+    for (i, &v) in pixels.iter().enumerate() {
+        let v = v as f64;
+        m += v;
+        mx += v * (i % w) as f64;
+        my += v * (i / w) as f64;
+    }
+    (m > 0.0).then(|| (mx / m, my / m))
+}
+
+/// Turn a decoded picture into a 28×28 dataset image.
+pub fn prepare(img: &DynamicImage, style: Style, trained_on: Option<DatasetKind>) -> Result<Prepared, String> {
+    let (gray, w, h) = to_gray(img);
+    prepare_gray(&gray, w as usize, h as usize, style, trained_on)
+}
+
+/// [`prepare`] on luma values in [0, 255], row-major `w`×`h`.
+pub fn prepare_gray(
+    gray: &[f32],
+    w: usize,
+    h: usize,
+    style: Style,
+    trained_on: Option<DatasetKind>,
+) -> Result<Prepared, String> {
+    if w == 0 || h == 0 || gray.len() != w * h {
+        return Err(format!("the image is empty ({w}×{h} pixels)"));
+    }
+    let bg = border_median(gray, w, h);
+    let inverted = bg > 127.5;
+    let style = match style {
+        Style::Auto if w == SIDE && h == SIDE && !inverted => Style::AsIs,
+        Style::Auto => Style::of_dataset(trained_on),
+        s => s,
+    };
+    // Ink: how far each pixel stands out from the background, brighter = more.
+    let ink: Vec<f32> = gray.iter().map(|&v| if inverted { bg - v } else { v - bg }.max(0.0)).collect();
+    let peak = ink.iter().copied().fold(0.0, f32::max);
+    if peak < MIN_CONTRAST {
+        return Err(format!(
+            "the image is blank: nothing stands out from its background (contrast {peak:.0} of 255, \
+             at least {MIN_CONTRAST:.0} needed)"
+        ));
+    }
+    let mut warnings = Vec::new();
+    if style == Style::AsIs {
+        if (w, h) != (SIDE, SIDE) {
+            return Err(format!("--preprocess none takes 28×28 images, this one is {w}×{h}"));
+        }
+        let pixels = gray.iter().map(|&v| (if inverted { 255.0 - v } else { v }).round().clamp(0.0, 255.0) as u8);
+        let pixels: Vec<u8> = pixels.collect();
+        let (bx, by, bw, bh) = ink_box(&ink, w, h).unwrap_or((0, 0, w, h));
+        return Ok(Prepared {
+            pixels,
+            style,
+            inverted,
+            source_size: (w as u32, h as u32),
+            ink_box: (bx as u32, by as u32, bw as u32, bh as u32),
+            warnings,
+        });
+    }
+    // Scale the ink to [0, 1] above the noise floor: the background becomes exactly 0.
+    let floor = NOISE_FLOOR * peak;
+    let ink: Vec<f32> = ink.iter().map(|&v| ((v - floor) / (peak - floor)).clamp(0.0, 1.0)).collect();
+    let (bx, by, bw, bh) = ink_box(&ink, w, h).expect("the peak pixel is above the floor");
+    if bx == 0 || by == 0 || bx + bw == w || by + bh == h {
+        warnings.push("the drawing touches the picture's edge: part of it may be cut off".to_string());
+    }
+    if bw * bh * 10 > w * h * 9 && w * h > 64 {
+        warnings.push("the ink fills the whole picture: is the drawing on a plain background?".to_string());
+    }
+    let crop: Vec<f32> = (by..by + bh).flat_map(|y| ink[y * w + bx..y * w + bx + bw].iter().copied()).collect();
+    let target = if style == Style::Mnist { MNIST_BOX } else { SIDE };
+    let scale = target as f64 / bw.max(bh) as f64;
+    let nw = ((bw as f64 * scale).round() as usize).clamp(1, target);
+    let nh = ((bh as f64 * scale).round() as usize).clamp(1, target);
+    let src = ImageBuffer::<Luma<f32>, Vec<f32>>::from_raw(bw as u32, bh as u32, crop).expect("crop size");
+    // A triangle filter widened by the scale: anti-aliased grey levels, as MNIST's normalisation made.
+    let mut small = image::imageops::resize(&src, nw as u32, nh as u32, FilterType::Triangle).into_raw();
+    if style == Style::Mnist {
+        // Strokes thinner than a pixel after scaling come out faint: MNIST's strokes reach full ink.
+        let top = small.iter().copied().fold(0.0, f32::max);
+        if top > 0.0 {
+            small.iter_mut().for_each(|v| *v /= top);
+        }
+    }
+    let (ox, oy) = match style {
+        Style::Mnist => {
+            let (cx, cy) = centre_of_mass(&small, nw).unwrap_or((nw as f64 / 2.0, nh as f64 / 2.0));
+            let centre = SIDE as f64 / 2.0;
+            // The shift that brings the centre of mass to (14, 14), keeping all the ink inside.
+            let o = |c: f64, n: usize| ((centre - c).round().max(0.0) as usize).min(SIDE - n);
+            (o(cx, nw), o(cy, nh))
+        }
+        _ => ((SIDE - nw) / 2, (SIDE - nh) / 2),
+    };
+    let mut pixels = vec![0u8; SIDE * SIDE];
+    for y in 0..nh {
+        for x in 0..nw {
+            // Any ink stays visible: the ink box keeps its exact size, as in MNIST.
+            let v = small[y * nw + x];
+            pixels[(oy + y) * SIDE + ox + x] = if v > 0.0 { (v * 255.0).round().clamp(1.0, 255.0) as u8 } else { 0 };
+        }
+    }
+    Ok(Prepared {
+        pixels,
+        style,
+        inverted,
+        source_size: (w as u32, h as u32),
+        ink_box: (bx as u32, by as u32, bw as u32, bh as u32),
+        warnings,
+    })
+}
+
+/// Softmax of one row of logits, in f64.
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = logits.iter().map(|&z| (z as f64 - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|v| v / sum).collect()
+}
+
+/// The `k` most probable classes, most probable first (ties: lower class first).
+pub fn top_k(probabilities: &[f64], k: usize) -> Vec<(usize, f64)> {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]).then(a.cmp(&b)));
+    order.into_iter().take(k).map(|c| (c, probabilities[c])).collect()
+}
+
+/// Class probabilities of every image, as the network sees them after the
+/// input fit of its architecture (the same path as training and `lenet eval`).
+pub fn probabilities<E: Engine>(net: &mut Network<E>, images: &Images, batch: usize) -> Vec<Vec<f64>> {
+    let input = net.spec().input.clone();
+    let labels = vec![0u8; images.count];
+    let examples = net.engine.upload_examples(images, &labels, &input);
+    let classes = net.num_classes();
+    let indices: Vec<u32> = (0..images.count as u32).collect();
+    let mut out = Vec::with_capacity(images.count);
+    for chunk in indices.chunks(batch.max(1)) {
+        net.load_batch(&examples, chunk);
+        net.forward(chunk.len());
+        out.extend(net.logits(chunk.len()).chunks(classes).map(softmax));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_and_top_k() {
+        let p = softmax(&[1.0, 3.0, 2.0, 3.0]);
+        let e = [1f64.exp(), 3f64.exp(), 2f64.exp(), 3f64.exp()];
+        let s: f64 = e.iter().sum();
+        for (a, b) in p.iter().zip(e) {
+            assert!((a - b / s).abs() < 1e-12);
+        }
+        assert_eq!(top_k(&p, 3).iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn style_parses() {
+        assert_eq!("Fashion-MNIST".parse::<Style>().unwrap(), Style::Fashion);
+        assert!("x".parse::<Style>().unwrap_err().contains("auto, mnist"));
+    }
+}
