@@ -34,8 +34,18 @@ impl AtomicFile {
         };
         fs::create_dir_all(&dir).map_err(err)?;
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp =
-            tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(&dir).map_err(err)?;
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".tmp");
+        // Temp files are created owner-only; ours become the user's files, so
+        // create them as `fs::write` would (0o666 less the umask)…
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+        let tmp = builder.tempfile_in(&dir).map_err(err)?;
+        // …and a replaced file keeps its own mode.
+        if let Ok(old) = fs::metadata(dest) {
+            tmp.as_file().set_permissions(old.permissions()).map_err(err)?;
+        }
         Ok(Self { dest: dest.to_path_buf(), writer: BufWriter::with_capacity(1 << 20, tmp) })
     }
 
@@ -92,5 +102,20 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         write_atomic(&dest, b"new").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"new");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_files_get_the_usual_mode_and_replaced_files_keep_theirs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let (plain, ours) = (dir.path().join("plain"), dir.path().join("ours"));
+        fs::write(&plain, b"x").unwrap();
+        write_atomic(&ours, b"x").unwrap();
+        assert_eq!(mode(&ours), mode(&plain), "same mode as fs::write gives");
+        fs::set_permissions(&ours, fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&ours, b"y").unwrap();
+        assert_eq!(mode(&ours), 0o640);
     }
 }
