@@ -2,6 +2,7 @@
 //! Fashion-MNIST. The library is the product; `src/main.rs` is a thin command line.
 
 pub mod atomic;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod engine;

@@ -1,13 +1,12 @@
 //! A network built from a [`Spec`]: all parameters in one flat buffer (named
-//! ranges with PyTorch `state_dict` keys), one activation buffer per layer
-//! boundary, and forward / backward passes that walk the layers and call the
-//! engine.
-
-use std::ops::Range;
+//! ranges with PyTorch `state_dict` keys), and forward / backward passes run by
+//! the engine's [`Program`] for the layer chain (the activations and scratch live
+//! there: per-layer NCHW buffers in the portable [`crate::engine::Layerwise`]
+//! program, fused tiles in the CPU engine's).
 
 use anyhow::{bail, Result};
 
-use crate::engine::Engine;
+use crate::engine::{Chain, Engine, LayerOp as Op, Program};
 use crate::init::ParamInfo;
 use crate::layers::conv::ConvGeom;
 use crate::layers::loss::LossStats;
@@ -15,31 +14,16 @@ use crate::layers::pool::{PoolGeom, PoolKind};
 use crate::optim::Optimizer;
 use crate::spec::{Activation, LayerSpec, ResolvedLayer, Shape, Spec};
 
-/// What the engine runs for one layer, with its parameter ranges.
-#[derive(Clone, Debug)]
-enum Op {
-    Conv { g: ConvGeom, w: Range<usize>, b: Range<usize> },
-    Pool { g: PoolGeom, channels: usize },
-    Act(Activation),
-    Flatten,
-    Linear { k: usize, n: usize, w: Range<usize>, b: Range<usize> },
-}
-
 pub struct Network<E: Engine> {
     pub engine: E,
     spec: Spec,
     layers: Vec<ResolvedLayer>,
-    ops: Vec<Op>,
+    chain: Chain,
+    program: Box<dyn Program<E>>,
     infos: Vec<ParamInfo>,
     params: E::Buf,
     grads: E::Buf,
-    /// acts[0] is the input batch; acts[i + 1] is layer i's output.
-    acts: Vec<E::Buf>,
-    /// dacts[i] is ∂L/∂acts[i] (dacts[0] unused: no gradient for the data).
-    dacts: Vec<E::Buf>,
-    labels: E::Buf,
     class_weights: Option<E::Buf>,
-    capacity: usize,
 }
 
 /// The parameter tensors of resolved layers, in order: for each layer with
@@ -97,20 +81,18 @@ impl<E: Engine> Network<E> {
             };
             ops.push(op);
         }
-        let n_bufs = layers.len() + 1;
         let n_params = infos.last().map_or(0, |p| p.range().end);
+        let chain =
+            Chain { ops, input_size: spec.input.size, out_numel: layers.iter().map(|l| l.output.numel()).collect() };
         Ok(Self {
             params: engine.alloc(n_params),
             grads: engine.alloc(n_params),
-            acts: (0..n_bufs).map(|_| engine.alloc(0)).collect(),
-            dacts: (0..n_bufs).map(|_| engine.alloc(0)).collect(),
-            labels: engine.alloc(0),
+            program: engine.program(&chain),
+            chain,
             class_weights: None,
-            capacity: 0,
             engine,
             spec: spec.clone(),
             layers,
-            ops,
             infos,
         })
     }
@@ -159,32 +141,14 @@ impl<E: Engine> Network<E> {
         Ok(())
     }
 
-    /// Make room for batches of up to `batch` examples.
-    fn reserve(&mut self, batch: usize) {
-        if batch <= self.capacity {
-            return;
-        }
-        let sizes = std::iter::once(self.spec.input.size * self.spec.input.size)
-            .chain(self.layers.iter().map(|l| l.output.numel()));
-        for (i, numel) in sizes.enumerate() {
-            self.acts[i] = self.engine.alloc(batch * numel);
-            self.dacts[i] = self.engine.alloc(if i == 0 { 0 } else { batch * numel });
-        }
-        self.labels = self.engine.alloc(batch);
-        self.capacity = batch;
+    /// The layer chain the engine runs.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
     }
 
     /// Load the examples at `indices` as the current batch.
     pub fn load_batch(&mut self, examples: &E::Examples, indices: &[u32]) {
-        self.reserve(indices.len());
-        let n = indices.len();
-        let x_len = n * self.spec.input.size * self.spec.input.size;
-        self.engine.gather(
-            examples,
-            indices,
-            E::view_mut(&mut self.acts[0], 0..x_len),
-            E::view_mut(&mut self.labels, 0..n),
-        );
+        self.program.load_batch(&self.engine, examples, indices);
     }
 
     /// Load a batch given as host values: x (B, 1, S, S) already scaled, labels (B).
@@ -193,45 +157,19 @@ impl<E: Engine> Network<E> {
         if x.len() != labels.len() * s * s {
             bail!("batch of {} values for {} examples of {s}×{s}", x.len(), labels.len());
         }
-        self.reserve(labels.len());
-        let mut padded = x.to_vec();
-        padded.resize(E::len(&self.acts[0]), 0.0);
-        self.engine.upload(&mut self.acts[0], &padded);
-        let mut y: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
-        y.resize(self.capacity, 0.0);
-        self.engine.upload(&mut self.labels, &y);
+        self.program.load_values(&self.engine, x, labels);
         Ok(())
     }
 
     /// Run every layer on the loaded batch of `batch` examples.
     pub fn forward(&mut self, batch: usize) {
-        let e = &self.engine;
-        for (i, op) in self.ops.iter().enumerate() {
-            let (before, after) = self.acts.split_at_mut(i + 1);
-            let in_len = batch * self.layers[i].input.numel();
-            let out_len = batch * self.layers[i].output.numel();
-            let (inp, out) = (E::view(&before[i], 0..in_len), E::view_mut(&mut after[0], 0..out_len));
-            let p = |r: &Range<usize>| E::view(&self.params, r.clone());
-            match op {
-                Op::Conv { g, w, b } => e.conv_forward(g, batch, inp, p(w), p(b), out),
-                Op::Pool { g, channels } => e.pool_forward(g, batch * channels, inp, out),
-                Op::Act(a) => e.activation_forward(*a, inp, out),
-                Op::Flatten => e.copy(inp, out),
-                Op::Linear { k, n, w, b } => e.linear_forward(batch, *k, *n, inp, p(w), p(b), out),
-            }
-        }
+        self.program.forward(&self.engine, &self.params, batch);
     }
 
     /// Loss and accuracy of the last forward pass; with `grad`, also seeds the
     /// backward pass with ∂L/∂logits.
     pub fn loss(&mut self, batch: usize, grad: bool) -> LossStats {
-        let last = self.ops.len();
-        let classes = self.num_classes();
-        let logits = E::view(&self.acts[last], 0..batch * classes);
-        let y = E::view(&self.labels, 0..batch);
-        let w = self.class_weights.as_ref().map(|w| E::view(w, 0..classes));
-        let d = grad.then(|| E::view_mut(&mut self.dacts[last], 0..batch * classes));
-        self.engine.softmax_xent(batch, classes, logits, y, w, d)
+        self.program.loss(&self.engine, batch, self.class_weights.as_ref(), grad)
     }
 
     pub fn zero_grad(&mut self) {
@@ -242,44 +180,7 @@ impl<E: Engine> Network<E> {
     /// Backpropagate from ∂L/∂logits (set by [`Self::loss`]) through every layer,
     /// accumulating into the parameter gradients.
     pub fn backward(&mut self, batch: usize) {
-        let e = &self.engine;
-        for (i, op) in self.ops.iter().enumerate().rev() {
-            let in_len = batch * self.layers[i].input.numel();
-            let out_len = batch * self.layers[i].output.numel();
-            let inp = E::view(&self.acts[i], 0..in_len);
-            let (d_before, d_after) = self.dacts.split_at_mut(i + 1);
-            let dout = E::view(&d_after[0], 0..out_len);
-            // The first layer's input is the data: no gradient needed.
-            let dinp = (i > 0).then(|| E::view_mut(&mut d_before[i], 0..in_len));
-            let p = |r: &Range<usize>| E::view(&self.params, r.clone());
-            match op {
-                Op::Conv { g, w, b } => {
-                    let (dw, db) = split_pair::<E>(&mut self.grads, w, b);
-                    e.conv_backward(g, batch, inp, p(w), dout, dw, db, dinp);
-                }
-                Op::Linear { k, n, w, b } => {
-                    let (dw, db) = split_pair::<E>(&mut self.grads, w, b);
-                    let dinp = dinp.expect("a linear layer is never first");
-                    e.linear_backward(batch, *k, *n, inp, p(w), dout, dw, db, dinp);
-                }
-                Op::Pool { g, channels } => {
-                    if let Some(dinp) = dinp {
-                        e.pool_backward(g, batch * channels, inp, dout, dinp);
-                    }
-                }
-                Op::Act(a) => {
-                    if let Some(dinp) = dinp {
-                        let out = E::view(&self.acts[i + 1], 0..out_len);
-                        e.activation_backward(*a, inp, out, dout, dinp);
-                    }
-                }
-                Op::Flatten => {
-                    if let Some(dinp) = dinp {
-                        e.copy(dout, dinp);
-                    }
-                }
-            }
-        }
+        self.program.backward(&self.engine, &self.params, &mut self.grads, batch);
     }
 
     pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
@@ -292,25 +193,25 @@ impl<E: Engine> Network<E> {
         self.engine.optimizer_step(opt, E::view_mut(&mut self.params, 0..n), E::view(&self.grads, 0..n), lr);
     }
 
+    /// Start (and reset) or stop timing the parts of the forward and backward passes.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.program.set_profiling(on);
+    }
+
+    /// Where the time went since profiling started (None if the engine's program
+    /// does not time itself).
+    pub fn profile_report(&self) -> Option<String> {
+        self.program.profile_report()
+    }
+
     /// The logits (B, classes) of the last forward pass.
     pub fn logits(&self, batch: usize) -> Vec<f32> {
-        let last = self.ops.len();
-        self.engine.download(E::view(&self.acts[last], 0..batch * self.num_classes()))
+        let last = self.chain.ops.len() - 1;
+        self.program.output(&self.engine, &self.params, last, batch)
     }
 
     /// The output of layer `i` (B, ...) of the last forward pass.
     pub fn activation(&self, i: usize, batch: usize) -> Vec<f32> {
-        self.engine.download(E::view(&self.acts[i + 1], 0..batch * self.layers[i].output.numel()))
+        self.program.output(&self.engine, &self.params, i, batch)
     }
-}
-
-/// Mutable views of a weight range and the bias range right after it.
-fn split_pair<'a, E: Engine>(
-    buf: &'a mut E::Buf,
-    w: &Range<usize>,
-    b: &Range<usize>,
-) -> (E::ViewMut<'a>, E::ViewMut<'a>) {
-    assert_eq!(w.end, b.start, "a layer's bias follows its weight");
-    // Two disjoint views of one buffer: go through a raw split of the range.
-    E::split_view_mut(buf, w.start..b.end, w.end - w.start)
 }

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch to the per-command modules.
 
 mod arch;
+mod bench;
 mod compare;
 mod data;
 mod eval;
@@ -42,6 +43,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Overlay the learning curves of several runs in one picture.
     Compare(compare::CompareArgs),
+    /// Measure train and eval throughput (examples/sec), with warm-up and repeats.
+    Bench(Box<bench::BenchArgs>),
     /// Get, check and look at the datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Predict(args) => predict::run(*args, cli.data_dir.as_deref()),
         Command::Report(args) => report::run(args, cli.data_dir.as_deref()),
         Command::Compare(args) => compare::run(args),
+        Command::Bench(args) => bench::run(*args, cli.data_dir.as_deref()),
         Command::Data(cmd) => data::run(cmd, cli.data_dir.as_deref()),
     }
 }

@@ -1,11 +1,14 @@
 //! The CPU engine: the layers of [`crate::layers`] in f32 on a rayon pool, the
-//! batch split into one chunk per thread.
+//! batch split into one chunk per thread. Networks run as the fused
+//! [`super::tiled::Tiled`] program; [`CpuEngine::layerwise`] gives the per-layer
+//! one instead (the tests compare the two).
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::Engine;
+use super::tiled::Tiled;
+use super::{Chain, Engine, Program};
 use crate::data::Images;
 use crate::input::{fit_images, pixel_affine};
 use crate::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
@@ -16,16 +19,17 @@ use crate::optim::{clip_grad_norm, Optimizer};
 use crate::spec::{Activation, InputSpec};
 
 pub struct CpuEngine {
-    pool: rayon::ThreadPool,
+    pub(crate) pool: rayon::ThreadPool,
     threads: usize,
+    fused: bool,
 }
 
 /// A split in memory: fitted u8 pixels, labels, and the pixel scaling.
 pub struct CpuExamples {
-    images: Images,
-    labels: Vec<u8>,
-    scale: f32,
-    shift: f32,
+    pub(crate) images: Images,
+    pub(crate) labels: Vec<u8>,
+    pub(crate) scale: f32,
+    pub(crate) shift: f32,
 }
 
 impl CpuEngine {
@@ -33,7 +37,14 @@ impl CpuEngine {
     pub fn new(threads: usize) -> anyhow::Result<Self> {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-        Ok(Self { pool, threads })
+        Ok(Self { pool, threads, fused: true })
+    }
+
+    /// This engine running networks layer by layer ([`super::Layerwise`]) instead of
+    /// fused: the reference the fused program is tested against.
+    pub fn layerwise(mut self) -> Self {
+        self.fused = false;
+        self
     }
 
     pub fn threads(&self) -> usize {
@@ -53,6 +64,14 @@ impl Engine for CpuEngine {
 
     fn describe(&self) -> String {
         format!("cpu ({} thread{})", self.threads, if self.threads == 1 { "" } else { "s" })
+    }
+
+    fn program(&self, chain: &Chain) -> Box<dyn Program<Self>> {
+        if self.fused {
+            Box::new(Tiled::new(chain, self.threads))
+        } else {
+            Box::new(super::Layerwise::new(self, chain.clone()))
+        }
     }
 
     fn alloc(&self, len: usize) -> Vec<f32> {

@@ -3,8 +3,17 @@
 //! by the engine (`Buf`) and passed as views; no host slice crosses the boundary
 //! inside a training step, apart from the batch's example indices. The CPU
 //! engine is [`cpu::CpuEngine`]; a GPU engine implements the same trait.
+//!
+//! Two levels. The per-layer methods (`conv_forward`, `pool_backward`, …) work on
+//! NCHW batches, one layer per call; [`Layerwise`] runs a whole network through
+//! them, and is what any engine gets by default. An engine may instead compile the
+//! layer chain into its own [`Program`] ([`Engine::program`]): the CPU engine's
+//! ([`tiled::Tiled`]) fuses layers, keeps activations in its own layout and runs a
+//! whole forward or backward pass in one parallel region. The network sees only
+//! the [`Program`] interface; the tests check the two against each other.
 
 pub mod cpu;
+pub mod tiled;
 
 use std::ops::Range;
 
@@ -15,7 +24,66 @@ use crate::layers::pool::PoolGeom;
 use crate::optim::Optimizer;
 use crate::spec::{Activation, InputSpec};
 
-pub trait Engine: Sync {
+/// What an engine runs for one layer, with its parameter ranges in the flat
+/// parameter buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerOp {
+    Conv { g: ConvGeom, w: Range<usize>, b: Range<usize> },
+    Pool { g: PoolGeom, channels: usize },
+    Act(Activation),
+    Flatten,
+    Linear { k: usize, n: usize, w: Range<usize>, b: Range<usize> },
+}
+
+/// A network's layer chain as an engine runs it: the ops, with per-example input
+/// size and output sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chain {
+    pub ops: Vec<LayerOp>,
+    /// The input images' side (the input is (B, 1, S, S)).
+    pub input_size: usize,
+    /// Values per example of each layer's output.
+    pub out_numel: Vec<usize>,
+}
+
+impl Chain {
+    pub fn in_numel(&self, i: usize) -> usize {
+        if i == 0 {
+            self.input_size * self.input_size
+        } else {
+            self.out_numel[i - 1]
+        }
+    }
+    pub fn classes(&self) -> usize {
+        self.out_numel.last().copied().unwrap_or(0)
+    }
+}
+
+/// A compiled network on an engine: the activations and scratch it needs, and the
+/// passes over them. Parameters and gradients stay with the network.
+pub trait Program<E: Engine>: Send {
+    /// Load the examples at `indices` of a resident split as the current batch.
+    fn load_batch(&mut self, engine: &E, examples: &E::Examples, indices: &[u32]);
+    /// Load a batch given as host values: x (B, 1, S, S) already scaled, labels (B).
+    fn load_values(&mut self, engine: &E, x: &[f32], labels: &[u8]);
+    /// Run every layer on the loaded batch of `batch` examples.
+    fn forward(&mut self, engine: &E, params: &E::Buf, batch: usize);
+    /// Loss and accuracy of the last forward pass; with `grad`, also ∂L/∂logits.
+    fn loss(&mut self, engine: &E, batch: usize, class_weights: Option<&E::Buf>, grad: bool) -> LossStats;
+    /// Backpropagate from ∂L/∂logits, accumulating (`+=`) into `grads`.
+    fn backward(&mut self, engine: &E, params: &E::Buf, grads: &mut E::Buf, batch: usize);
+    /// Layer `i`'s output (B, ...) of the last forward pass, as host values.
+    fn output(&self, engine: &E, params: &E::Buf, i: usize, batch: usize) -> Vec<f32>;
+    /// Start (and reset) or stop timing the program's parts.
+    fn set_profiling(&mut self, _on: bool) {}
+    /// Where the time went since profiling started, as a table (None: not profiling,
+    /// or not supported by this program).
+    fn profile_report(&self) -> Option<String> {
+        None
+    }
+}
+
+pub trait Engine: Sync + Sized + 'static {
     /// An owned f32 buffer in the engine's memory.
     type Buf: Send;
     type View<'a>: Copy
@@ -29,6 +97,12 @@ pub trait Engine: Sync {
 
     /// E.g. `cpu (2 threads)`.
     fn describe(&self) -> String;
+
+    /// The network program this engine runs `chain` with (by default the
+    /// per-layer [`Layerwise`] one).
+    fn program(&self, chain: &Chain) -> Box<dyn Program<Self>> {
+        Box::new(Layerwise::new(self, chain.clone()))
+    }
 
     fn alloc(&self, len: usize) -> Self::Buf;
     fn len(buf: &Self::Buf) -> usize;
@@ -130,4 +204,143 @@ pub trait Engine: Sync {
     /// Rescale gradients to a total L2 norm of at most `max_norm`; returns the norm before.
     fn clip_grad_norm(&self, grads: Self::ViewMut<'_>, max_norm: f32) -> f32;
     fn optimizer_step(&self, opt: &mut Optimizer, params: Self::ViewMut<'_>, grads: Self::View<'_>, lr: f64);
+}
+
+/// The portable program: one engine call per layer, every layer's output kept in
+/// its own NCHW buffer.
+pub struct Layerwise<E: Engine> {
+    chain: Chain,
+    /// acts[0] is the input batch; acts[i + 1] is layer i's output.
+    acts: Vec<E::Buf>,
+    /// dacts[i] is ∂L/∂acts[i] (dacts[0] unused: no gradient for the data).
+    dacts: Vec<E::Buf>,
+    labels: E::Buf,
+    capacity: usize,
+}
+
+impl<E: Engine> Layerwise<E> {
+    pub fn new(engine: &E, chain: Chain) -> Self {
+        let n = chain.ops.len() + 1;
+        Layerwise {
+            acts: (0..n).map(|_| engine.alloc(0)).collect(),
+            dacts: (0..n).map(|_| engine.alloc(0)).collect(),
+            labels: engine.alloc(0),
+            capacity: 0,
+            chain,
+        }
+    }
+
+    /// Make room for batches of up to `batch` examples.
+    fn reserve(&mut self, engine: &E, batch: usize) {
+        if batch <= self.capacity {
+            return;
+        }
+        let sizes = std::iter::once(self.chain.in_numel(0)).chain(self.chain.out_numel.iter().copied());
+        for (i, numel) in sizes.enumerate() {
+            self.acts[i] = engine.alloc(batch * numel);
+            self.dacts[i] = engine.alloc(if i == 0 { 0 } else { batch * numel });
+        }
+        self.labels = engine.alloc(batch);
+        self.capacity = batch;
+    }
+}
+
+impl<E: Engine> Program<E> for Layerwise<E> {
+    fn load_batch(&mut self, engine: &E, examples: &E::Examples, indices: &[u32]) {
+        self.reserve(engine, indices.len());
+        let n = indices.len();
+        let x_len = n * self.chain.in_numel(0);
+        engine.gather(examples, indices, E::view_mut(&mut self.acts[0], 0..x_len), E::view_mut(&mut self.labels, 0..n));
+    }
+
+    fn load_values(&mut self, engine: &E, x: &[f32], labels: &[u8]) {
+        self.reserve(engine, labels.len());
+        let mut padded = x.to_vec();
+        padded.resize(E::len(&self.acts[0]), 0.0);
+        engine.upload(&mut self.acts[0], &padded);
+        let mut y: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+        y.resize(self.capacity, 0.0);
+        engine.upload(&mut self.labels, &y);
+    }
+
+    fn forward(&mut self, e: &E, params: &E::Buf, batch: usize) {
+        let p = |r: &Range<usize>| E::view(params, r.clone());
+        for (i, op) in self.chain.ops.iter().enumerate() {
+            let (before, after) = self.acts.split_at_mut(i + 1);
+            let in_len = batch * self.chain.in_numel(i);
+            let out_len = batch * self.chain.out_numel[i];
+            let (inp, out) = (E::view(&before[i], 0..in_len), E::view_mut(&mut after[0], 0..out_len));
+            match op {
+                LayerOp::Conv { g, w, b } => e.conv_forward(g, batch, inp, p(w), p(b), out),
+                LayerOp::Pool { g, channels } => e.pool_forward(g, batch * channels, inp, out),
+                LayerOp::Act(a) => e.activation_forward(*a, inp, out),
+                LayerOp::Flatten => e.copy(inp, out),
+                LayerOp::Linear { k, n, w, b } => e.linear_forward(batch, *k, *n, inp, p(w), p(b), out),
+            }
+        }
+    }
+
+    fn loss(&mut self, e: &E, batch: usize, class_weights: Option<&E::Buf>, grad: bool) -> LossStats {
+        let last = self.chain.ops.len();
+        let classes = self.chain.classes();
+        let class_weights = class_weights.map(|w| E::view(w, 0..classes));
+        let logits = E::view(&self.acts[last], 0..batch * classes);
+        let y = E::view(&self.labels, 0..batch);
+        let d = grad.then(|| E::view_mut(&mut self.dacts[last], 0..batch * classes));
+        e.softmax_xent(batch, classes, logits, y, class_weights, d)
+    }
+
+    fn backward(&mut self, e: &E, params: &E::Buf, grads: &mut E::Buf, batch: usize) {
+        let p = |r: &Range<usize>| E::view(params, r.clone());
+        for (i, op) in self.chain.ops.iter().enumerate().rev() {
+            let in_len = batch * self.chain.in_numel(i);
+            let out_len = batch * self.chain.out_numel[i];
+            let inp = E::view(&self.acts[i], 0..in_len);
+            let (d_before, d_after) = self.dacts.split_at_mut(i + 1);
+            let dout = E::view(&d_after[0], 0..out_len);
+            // The first layer's input is the data: no gradient needed.
+            let dinp = (i > 0).then(|| E::view_mut(&mut d_before[i], 0..in_len));
+            match op {
+                LayerOp::Conv { g, w, b } => {
+                    let (dw, db) = split_pair::<E>(grads, w, b);
+                    e.conv_backward(g, batch, inp, p(w), dout, dw, db, dinp);
+                }
+                LayerOp::Linear { k, n, w, b } => {
+                    let (dw, db) = split_pair::<E>(grads, w, b);
+                    let dinp = dinp.expect("a linear layer is never first");
+                    e.linear_backward(batch, *k, *n, inp, p(w), dout, dw, db, dinp);
+                }
+                LayerOp::Pool { g, channels } => {
+                    if let Some(dinp) = dinp {
+                        e.pool_backward(g, batch * channels, inp, dout, dinp);
+                    }
+                }
+                LayerOp::Act(a) => {
+                    if let Some(dinp) = dinp {
+                        let out = E::view(&self.acts[i + 1], 0..out_len);
+                        e.activation_backward(*a, inp, out, dout, dinp);
+                    }
+                }
+                LayerOp::Flatten => {
+                    if let Some(dinp) = dinp {
+                        e.copy(dout, dinp);
+                    }
+                }
+            }
+        }
+    }
+
+    fn output(&self, e: &E, _params: &E::Buf, i: usize, batch: usize) -> Vec<f32> {
+        e.download(E::view(&self.acts[i + 1], 0..batch * self.chain.out_numel[i]))
+    }
+}
+
+/// Mutable views of a weight range and the bias range right after it.
+pub fn split_pair<'a, E: Engine>(
+    buf: &'a mut E::Buf,
+    w: &Range<usize>,
+    b: &Range<usize>,
+) -> (E::ViewMut<'a>, E::ViewMut<'a>) {
+    assert_eq!(w.end, b.start, "a layer's bias follows its weight");
+    E::split_view_mut(buf, w.start..b.end, w.end - w.start)
 }

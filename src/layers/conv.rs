@@ -1,10 +1,24 @@
-//! 2-D convolution as im2col + GEMM, one GEMM per example, examples split into
-//! parallel chunks.
+//! 2-D convolution on tiles of L examples (see [`super::tiles`]): the batch is in
+//! the vector lanes, so each multiply-add is a broadcast weight times the same
+//! pixel of 16 examples. No im2col copy: the kernels read the (padded) input in
+//! place, with a register block of output channels × output columns.
+//!
+//! - forward: out (O, OH, OW) = act(w ⋆ x + b), the activation fused in registers;
+//! - weight gradient: dw += Σ dz ⋆ x, accumulated per lane (summed over lanes once
+//!   per batch chunk);
+//! - input gradient: a forward convolution of the zero-padded (and, for stride > 1,
+//!   dilated) output gradient with the flipped, transposed weights.
 
+// Register-blocked kernels index several arrays with one loop variable on purpose.
+#![allow(clippy::needless_range_loop)]
+
+use num_traits::Zero;
 use rayon::prelude::*;
 
-use super::matmul::{matmul, n, t};
-use super::{add_partials, Par, Real};
+use super::activation::f_lanes;
+use super::tiles::{count, from_tiles, to_tiles};
+use super::{add_partials, with_lanes, Lanes, Par, Real, L};
+use crate::spec::Activation;
 
 /// Convolution geometry: input (C, H, W), weight (O, C, K, K), output (O, OH, OW).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,52 +45,430 @@ impl ConvGeom {
     pub fn out_len(&self) -> usize {
         self.o * self.oh() * self.ow()
     }
-    /// Rows of the im2col matrix: C·K·K.
+    /// C·K·K: the weights of one output channel.
     pub fn patch_len(&self) -> usize {
         self.c * self.k * self.k
     }
     pub fn weight_len(&self) -> usize {
         self.o * self.patch_len()
     }
+    /// The padded input's height and width.
+    pub fn hp(&self) -> usize {
+        self.h + 2 * self.pad
+    }
+    pub fn wp(&self) -> usize {
+        self.w + 2 * self.pad
+    }
+    /// Values per example of the padded input.
+    pub fn padded_len(&self) -> usize {
+        self.c * self.hp() * self.wp()
+    }
+    /// The convolution that computes the input gradient: over the output gradient
+    /// spread onto a grid of stride `stride` and padded by K−1 (channels O), with the
+    /// flipped, transposed weights (C, O, K, K). Its output covers the padded input
+    /// (C, Hp, Wp) up to the last row and column the forward windows reach.
+    pub fn input_grad_geom(&self) -> ConvGeom {
+        let (h, w) = (self.spread_h(), self.spread_w());
+        ConvGeom { c: self.o, h, w, o: self.c, k: self.k, pad: 0, stride: 1 }
+    }
+    fn spread_h(&self) -> usize {
+        (self.oh() - 1) * self.stride + 1 + 2 * (self.k - 1)
+    }
+    fn spread_w(&self) -> usize {
+        (self.ow() - 1) * self.stride + 1 + 2 * (self.k - 1)
+    }
+    /// Values per example of the spread output gradient.
+    pub fn spread_len(&self) -> usize {
+        self.o * self.spread_h() * self.spread_w()
+    }
+    /// Whether the input-gradient convolution's output is exactly the (unpadded) input.
+    fn input_grad_is_exact(&self) -> bool {
+        let gt = self.input_grad_geom();
+        self.pad == 0 && gt.oh() == self.h && gt.ow() == self.w
+    }
 }
 
-/// The input pixel that patch row `r` sees at output position (oy, ox), or
-/// None in the zero padding.
-#[inline]
-fn source(g: &ConvGeom, r: usize, oy: usize, ox: usize) -> Option<usize> {
-    let (ci, ki, kj) = (r / (g.k * g.k), (r / g.k) % g.k, r % g.k);
-    let iy = (oy * g.stride + ki).checked_sub(g.pad).filter(|&y| y < g.h)?;
-    let ix = (ox * g.stride + kj).checked_sub(g.pad).filter(|&x| x < g.w)?;
-    Some((ci * g.h + iy) * g.w + ix)
-}
-
-/// col (C·K·K, OH·OW) = the patches of one example x (C, H, W).
-pub fn im2col<T: Real>(col: &mut [T], x: &[T], g: &ConvGeom) {
-    let (oh, ow) = (g.oh(), g.ow());
-    for r in 0..g.patch_len() {
-        let row = &mut col[r * oh * ow..(r + 1) * oh * ow];
-        for oy in 0..oh {
-            for ox in 0..ow {
-                row[oy * ow + ox] = source(g, r, oy, ox).map_or(T::zero(), |p| x[p]);
-            }
+/// xp (C, Hp, Wp, L) = x (C, H, W, L) with a border of `pad` zeros.
+#[inline(always)]
+pub fn pad_tile<T: Real>(xp: &mut [T], x: &[T], g: &ConvGeom) {
+    let (hp, wp, p) = (g.hp(), g.wp(), g.pad);
+    if p == 0 {
+        xp[..x.len()].copy_from_slice(x);
+        return;
+    }
+    for c in 0..g.c {
+        let plane = &mut xp[c * hp * wp * L..(c + 1) * hp * wp * L];
+        plane[..p * wp * L].fill(T::zero());
+        plane[(p + g.h) * wp * L..].fill(T::zero());
+        for y in 0..g.h {
+            let dst = &mut plane[(p + y) * wp * L..(p + y + 1) * wp * L];
+            dst[..p * L].fill(T::zero());
+            dst[(p + g.w) * L..].fill(T::zero());
+            let src = &x[(c * g.h + y) * g.w * L..(c * g.h + y + 1) * g.w * L];
+            dst[p * L..(p + g.w) * L].copy_from_slice(src);
         }
     }
 }
 
-/// dx (C, H, W) = the sum of the patch gradients dcol (C·K·K, OH·OW) back onto
-/// the pixels they came from (the adjoint of [`im2col`]).
-pub fn col2im<T: Real>(dx: &mut [T], dcol: &[T], g: &ConvGeom) {
-    let (oh, ow) = (g.oh(), g.ow());
-    dx.fill(T::zero());
-    for r in 0..g.patch_len() {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                if let Some(p) = source(g, r, oy, ox) {
-                    dx[p] += dcol[r * oh * ow + oy * ow + ox];
+/// One register block of the forward pass: output channels o0..o0+MO, output
+/// row y, columns x0..x0+MX. `K` is the kernel size when known at compile time
+/// (0: take it from `g`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize>(
+    out: &mut [V::T],
+    xp: &[V::T],
+    w: &[V::T],
+    b: Option<&[V::T]>,
+    g: &ConvGeom,
+    act: Option<Activation>,
+    rows: (usize, usize),
+    o0: usize,
+    y: usize,
+    x0: usize,
+) {
+    let k = if K > 0 { K } else { g.k };
+    let (s, hp, wp, oh, ow) = (g.stride, g.hp(), g.wp(), g.oh(), g.ow());
+    let kk = g.c * k * k;
+    // Everything below reads xp[..x_end] and w[..w_end] and writes out[..o_end]:
+    // checked here once, so the loops can use unchecked pointer loads.
+    let x_end = (((g.c - 1) * hp + y * s + k - 1) * wp + x0 * s + (MX - 1) * s + k) * L;
+    let w_end = (o0 + MO) * kk;
+    let o_end = (((o0 + MO - 1) * oh + y) * ow + x0 + MX) * L;
+    assert!(x_end <= xp.len() && w_end <= w.len() && o_end <= out.len(), "conv block out of bounds");
+    let mut acc = [[V::zero(); MX]; MO];
+    if let Some(b) = b {
+        for mo in 0..MO {
+            acc[mo] = [V::splat(b[o0 + mo]); MX];
+        }
+    }
+    let (xp, w) = (xp.as_ptr(), w.as_ptr());
+    for ci in 0..g.c {
+        for ki in 0..k {
+            if y * s + ki < rows.0 || y * s + ki >= rows.1 {
+                continue; // a row of zeros
+            }
+            // SAFETY: every offset below is at most x_end − L (for xp) and
+            // w_end − 1 (for w), both checked above.
+            unsafe {
+                let xrow = xp.add(((ci * hp + y * s + ki) * wp + x0 * s) * L);
+                let wrow = w.add(o0 * kk + (ci * k + ki) * k);
+                for kj in 0..k {
+                    // Registers: MO·MX accumulators, MX inputs, one broadcast weight.
+                    let mut xv = [V::zero(); MX];
+                    for mx in 0..MX {
+                        xv[mx] = V::load_ptr(xrow.add((mx * s + kj) * L));
+                    }
+                    for mo in 0..MO {
+                        let wv = V::splat(*wrow.add(mo * kk + kj));
+                        for mx in 0..MX {
+                            acc[mo][mx] = wv.fma(xv[mx], acc[mo][mx]);
+                        }
+                    }
                 }
             }
         }
     }
+    for (mo, a) in acc.iter().enumerate() {
+        for (mx, &v) in a.iter().enumerate() {
+            let v = match act {
+                Some(f) => f_lanes(f, v),
+                None => v,
+            };
+            v.store(&mut out[(((o0 + mo) * oh + y) * ow + x0 + mx) * L..]);
+        }
+    }
+}
+
+/// Output channels o0..o0+MO over the whole output: column blocks of MX, then single columns.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_channels<V: Lanes, const MO: usize, const MX: usize, const K: usize>(
+    out: &mut [V::T],
+    xp: &[V::T],
+    w: &[V::T],
+    b: Option<&[V::T]>,
+    g: &ConvGeom,
+    act: Option<Activation>,
+    rows: (usize, usize),
+    o0: usize,
+) {
+    let ow = g.ow();
+    for y in 0..g.oh() {
+        let mut x0 = 0;
+        while x0 + MX <= ow {
+            forward_block::<V, MO, MX, K>(out, xp, w, b, g, act, rows, o0, y, x0);
+            x0 += MX;
+        }
+        if MX > 2 && x0 + 2 <= ow {
+            forward_block::<V, MO, 2, K>(out, xp, w, b, g, act, rows, o0, y, x0);
+            x0 += 2;
+        }
+        while x0 < ow {
+            forward_block::<V, MO, 1, K>(out, xp, w, b, g, act, rows, o0, y, x0);
+            x0 += 1;
+        }
+    }
+}
+
+#[inline(always)]
+fn forward_tile_k<V: Lanes, const K: usize>(
+    out: &mut [V::T],
+    xp: &[V::T],
+    w: &[V::T],
+    b: Option<&[V::T]>,
+    g: &ConvGeom,
+    act: Option<Activation>,
+    rows: (usize, usize),
+) {
+    let mut o0 = 0;
+    // Eight channels by three columns, or by two when the width splits evenly so.
+    let pairs = !g.ow().is_multiple_of(3) && g.ow().is_multiple_of(2);
+    while o0 + 8 <= g.o {
+        if pairs {
+            forward_channels::<V, 8, 2, K>(out, xp, w, b, g, act, rows, o0);
+        } else {
+            forward_channels::<V, 8, 3, K>(out, xp, w, b, g, act, rows, o0);
+        }
+        o0 += 8;
+    }
+    if g.o - o0 >= 6 {
+        forward_channels::<V, 6, 4, K>(out, xp, w, b, g, act, rows, o0);
+        o0 += 6;
+    }
+    if g.o - o0 >= 4 {
+        forward_channels::<V, 4, 4, K>(out, xp, w, b, g, act, rows, o0);
+        o0 += 4;
+    }
+    if g.o - o0 >= 2 {
+        forward_channels::<V, 2, 4, K>(out, xp, w, b, g, act, rows, o0);
+        o0 += 2;
+    }
+    if g.o - o0 >= 1 {
+        forward_channels::<V, 1, 4, K>(out, xp, w, b, g, act, rows, o0);
+    }
+}
+
+/// out (O, OH, OW, L) = act(w (O, C, K, K) ⋆ xp (C, Hp, Wp, L) + b (O)) for one
+/// tile, xp being the input already padded ([`pad_tile`]); no bias when `b` is None.
+#[inline(always)]
+pub(crate) fn forward_tile<V: Lanes>(
+    out: &mut [V::T],
+    xp: &[V::T],
+    w: &[V::T],
+    b: Option<&[V::T]>,
+    g: &ConvGeom,
+    act: Option<Activation>,
+) {
+    forward_tile_rows::<V>(out, xp, w, b, g, act, (0, g.hp()));
+}
+
+/// [`forward_tile`] when only input rows `rows.0..rows.1` can be nonzero (the
+/// others are skipped).
+#[inline(always)]
+fn forward_tile_rows<V: Lanes>(
+    out: &mut [V::T],
+    xp: &[V::T],
+    w: &[V::T],
+    b: Option<&[V::T]>,
+    g: &ConvGeom,
+    act: Option<Activation>,
+    rows: (usize, usize),
+) {
+    if g.k == 5 {
+        forward_tile_k::<V, 5>(out, xp, w, b, g, act, rows);
+    } else {
+        forward_tile_k::<V, 0>(out, xp, w, b, g, act, rows);
+    }
+}
+
+/// Output channels o0..o0+MO, input channel ci, kernel row ki: the weight
+/// gradients of that row (all K columns when K > 0, else column kj0 alone),
+/// accumulated per lane into dwl.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_block<V: Lanes, const MO: usize, const K: usize>(
+    dwl: &mut [V::T],
+    dz: &[V::T],
+    xp: &[V::T],
+    g: &ConvGeom,
+    o0: usize,
+    ci: usize,
+    ki: usize,
+    kj0: usize,
+) {
+    let k = g.k;
+    let n = if K > 0 { K } else { 1 };
+    let (s, hp, wp, oh, ow) = (g.stride, g.hp(), g.wp(), g.oh(), g.ow());
+    let hw = oh * ow;
+    // Reads dz[..d_end] and xp[..x_end], checked once for the unchecked loads below.
+    let d_end = (o0 + MO) * hw * L;
+    let x_end = ((ci * hp + (oh - 1) * s + ki) * wp + kj0 + (ow - 1) * s + n) * L;
+    assert!(d_end <= dz.len() && x_end <= xp.len(), "conv weight-gradient block out of bounds");
+    let mut acc = [[V::zero(); 8]; MO];
+    let (dz, xp) = (dz.as_ptr(), xp.as_ptr());
+    for y in 0..oh {
+        // SAFETY: the largest offsets read are d_end − L and x_end − L, checked above.
+        unsafe {
+            let xrow = xp.add(((ci * hp + y * s + ki) * wp + kj0) * L);
+            let drow = dz.add((o0 * hw + y * ow) * L);
+            for x in 0..ow {
+                let mut d = [V::zero(); MO];
+                for mo in 0..MO {
+                    d[mo] = V::load_ptr(drow.add((mo * hw + x) * L));
+                }
+                for j in 0..n {
+                    let xv = V::load_ptr(xrow.add((x * s + j) * L));
+                    for mo in 0..MO {
+                        acc[mo][j] = d[mo].fma(xv, acc[mo][j]);
+                    }
+                }
+            }
+        }
+    }
+    for (mo, a) in acc.iter().enumerate() {
+        for (j, &v) in a.iter().enumerate().take(n) {
+            let p = (((o0 + mo) * g.c + ci) * k + ki) * k + kj0 + j;
+            let dst = &mut dwl[p * L..];
+            V::load(dst).add(v).store(dst);
+        }
+    }
+}
+
+#[inline(always)]
+fn weight_grad_channels<V: Lanes, const MO: usize>(
+    dwl: &mut [V::T],
+    dz: &[V::T],
+    xp: &[V::T],
+    g: &ConvGeom,
+    o0: usize,
+) {
+    for ci in 0..g.c {
+        for ki in 0..g.k {
+            if g.k == 5 {
+                weight_grad_block::<V, MO, 5>(dwl, dz, xp, g, o0, ci, ki, 0);
+            } else {
+                for kj in 0..g.k {
+                    weight_grad_block::<V, MO, 0>(dwl, dz, xp, g, o0, ci, ki, kj);
+                }
+            }
+        }
+    }
+}
+
+/// dwl (O, C, K, K, L) += per lane Σ_positions dz (O, OH, OW, L) · xp (C, Hp, Wp, L),
+/// and dbl (O, L) += per lane Σ_positions dz, for one tile.
+#[inline(always)]
+pub(crate) fn weight_grad_tile<V: Lanes>(dwl: &mut [V::T], dbl: &mut [V::T], dz: &[V::T], xp: &[V::T], g: &ConvGeom) {
+    let mut o0 = 0;
+    if !g.o.is_multiple_of(4) && g.o.is_multiple_of(3) {
+        while o0 + 3 <= g.o {
+            weight_grad_channels::<V, 3>(dwl, dz, xp, g, o0);
+            o0 += 3;
+        }
+    }
+    while o0 + 4 <= g.o {
+        weight_grad_channels::<V, 4>(dwl, dz, xp, g, o0);
+        o0 += 4;
+    }
+    if g.o - o0 >= 2 {
+        weight_grad_channels::<V, 2>(dwl, dz, xp, g, o0);
+        o0 += 2;
+    }
+    if g.o - o0 >= 1 {
+        weight_grad_channels::<V, 1>(dwl, dz, xp, g, o0);
+    }
+    let hw = g.oh() * g.ow();
+    for o in 0..g.o {
+        let mut acc = V::zero();
+        for p in 0..hw {
+            acc = acc.add(V::load(&dz[(o * hw + p) * L..]));
+        }
+        let dst = &mut dbl[o * L..];
+        V::load(dst).add(acc).store(dst);
+    }
+}
+
+/// dw (+)= the lane sums of dwl (one row of L per value of dw).
+#[inline(always)]
+pub(crate) fn reduce_lanes<V: Lanes>(dw: &mut [V::T], dwl: &[V::T]) {
+    for (i, d) in dw.iter_mut().enumerate() {
+        *d += V::load(&dwl[i * L..]).sum();
+    }
+}
+
+/// wf (C, O, K, K) = w (O, C, K, K) transposed in its channels and flipped in space.
+pub fn flip_weights<T: Real>(wf: &mut [T], w: &[T], g: &ConvGeom) {
+    let k = g.k;
+    for o in 0..g.o {
+        for c in 0..g.c {
+            for ki in 0..k {
+                for kj in 0..k {
+                    wf[((c * g.o + o) * k + k - 1 - ki) * k + k - 1 - kj] = w[((o * g.c + c) * k + ki) * k + kj];
+                }
+            }
+        }
+    }
+}
+
+/// dx (C, H, W, L) = ∂L/∂x for one tile, from dz (O, OH, OW, L) and the flipped
+/// weights wf ([`flip_weights`]). `spread` (O, SH, SW, L) is scratch whose border
+/// and holes must be zero (only the positions dz lands on are written), `dxp`
+/// scratch of (C, Hp, Wp, L), used when the gradient must be cropped.
+#[inline(always)]
+pub(crate) fn input_grad_tile<V: Lanes>(
+    dx: &mut [V::T],
+    dz: &[V::T],
+    wf: &[V::T],
+    g: &ConvGeom,
+    spread: &mut [V::T],
+    dxp: &mut [V::T],
+) {
+    let gt = g.input_grad_geom();
+    let (oh, ow, s, k) = (g.oh(), g.ow(), g.stride, g.k);
+    for o in 0..g.o {
+        for y in 0..oh {
+            let src = &dz[(o * oh + y) * ow * L..(o * oh + y + 1) * ow * L];
+            let row = (o * gt.h + k - 1 + y * s) * gt.w + k - 1;
+            if s == 1 {
+                spread[row * L..(row + ow) * L].copy_from_slice(src);
+            } else {
+                for x in 0..ow {
+                    spread[(row + x * s) * L..(row + x * s + 1) * L].copy_from_slice(&src[x * L..(x + 1) * L]);
+                }
+            }
+        }
+    }
+    // Rows of the spread gradient outside these are all zero.
+    let rows = (k - 1, k + (oh - 1) * s);
+    if g.input_grad_is_exact() {
+        forward_tile_rows::<V>(dx, spread, wf, None, &gt, None, rows);
+        return;
+    }
+    // The gradient of the padded input, then cropped; rows and columns the windows
+    // never reach get zero.
+    let (gh, gw) = (gt.oh(), gt.ow());
+    let full = &mut dxp[..g.c * gh * gw * L];
+    forward_tile_rows::<V>(full, spread, wf, None, &gt, None, rows);
+    for c in 0..g.c {
+        for y in 0..g.h {
+            for x in 0..g.w {
+                let (py, px) = (y + g.pad, x + g.pad);
+                let dst = &mut dx[((c * g.h + y) * g.w + x) * L..((c * g.h + y) * g.w + x + 1) * L];
+                if py < gh && px < gw {
+                    dst.copy_from_slice(&full[((c * gh + py) * gw + px) * L..((c * gh + py) * gw + px + 1) * L]);
+                } else {
+                    dst.fill(V::T::zero());
+                }
+            }
+        }
+    }
+}
+
+/// Scratch sizes (values per tile) the tile functions need for geometry `g`.
+pub fn scratch_len(g: &ConvGeom) -> (usize, usize, usize) {
+    let gt = g.input_grad_geom();
+    (g.padded_len() * L, g.spread_len() * L, g.c * gt.oh() * gt.ow() * L)
 }
 
 /// out (B, O, OH, OW) = inp (B, C, H, W) ⋆ weight (O, C, K, K) + bias (O).
@@ -89,25 +481,29 @@ pub fn conv2d_forward<T: Real>(
     batch: usize,
     par: Par,
 ) {
-    let (il, ol, pl, hw) = (g.in_len(), g.out_len(), g.patch_len(), g.oh() * g.ow());
-    let chunk = par.chunk_len(batch);
-    out[..batch * ol].par_chunks_mut(chunk * ol).zip(inp[..batch * il].par_chunks(chunk * il)).for_each(
+    let (il, ol) = (g.in_len(), g.out_len());
+    let per = par.tiles_per_chunk(batch);
+    out[..batch * ol].par_chunks_mut(per * L * ol).zip(inp[..batch * il].par_chunks(per * L * il)).for_each(
         |(out, inp)| {
-            let mut col = vec![T::zero(); pl * hw];
-            for (y, x) in out.chunks_mut(ol).zip(inp.chunks(il)) {
-                im2col(&mut col, x, g);
-                // y (O, OH·OW) = weight (O, C·K·K) · col (C·K·K, OH·OW)
-                matmul(y, n(weight), n(&col), g.o, hw, pl, false);
-                for (plane, &b) in y.chunks_mut(hw).zip(bias) {
-                    plane.iter_mut().for_each(|v| *v += b);
-                }
+            let b = inp.len() / il;
+            let (mut xt, mut xp, mut yt) =
+                (vec![T::zero(); il * L], vec![T::zero(); g.padded_len() * L], vec![T::zero(); ol * L]);
+            for t in 0..count(b) {
+                let n = (b - t * L).min(L);
+                to_tiles(&mut xt, &inp[t * L * il..], n, il);
+                pad_tile(&mut xp, &xt, g);
+                with_lanes!('a, T => V;
+                    yt: &'a mut [T] = &mut yt, xp: &'a [T] = &xp, w: &'a [T] = weight, b: &'a [T] = bias,
+                    g: &'a ConvGeom = g;
+                    () => forward_tile::<V>(yt, xp, w, Some(b), g, None));
+                from_tiles(&mut out[t * L * ol..], &yt, n, ol);
             }
         },
     );
 }
 
-/// From dout (B, O, OH, OW): dweight += Σ_b dout_b · col_bᵀ, dbias += Σ dout,
-/// and, when asked, dinp (B, C, H, W) = col2im(weightᵀ · dout_b).
+/// From dout (B, O, OH, OW): dweight += Σ_b dout_b ⋆ inp_b, dbias += Σ dout,
+/// and, when asked, dinp (B, C, H, W) = ∂L/∂inp.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward<T: Real>(
     dinp: Option<&mut [T]>,
@@ -120,38 +516,111 @@ pub fn conv2d_backward<T: Real>(
     batch: usize,
     par: Par,
 ) {
-    let (il, ol, pl, hw) = (g.in_len(), g.out_len(), g.patch_len(), g.oh() * g.ow());
-    let chunk = par.chunk_len(batch);
+    let (il, ol) = (g.in_len(), g.out_len());
+    let per = par.tiles_per_chunk(batch);
+    let chunk = per * L;
     let dinp_chunks: Vec<Option<&mut [T]>> = match dinp {
         Some(d) => d[..batch * il].chunks_mut(chunk * il).map(Some).collect(),
         None => (0..batch.div_ceil(chunk)).map(|_| None).collect(),
     };
+    let mut wf = vec![T::zero(); g.weight_len()];
+    flip_weights(&mut wf, weight, g);
+    let (_, spread_len, dxp_len) = scratch_len(g);
     let partials: Vec<(Vec<T>, Vec<T>)> = dinp_chunks
         .into_par_iter()
         .zip(dout[..batch * ol].par_chunks(chunk * ol))
         .zip(inp[..batch * il].par_chunks(chunk * il))
         .map(|((mut dinp, dout), inp)| {
-            let mut dw = vec![T::zero(); g.weight_len()];
-            let mut db = vec![T::zero(); g.o];
-            let mut col = vec![T::zero(); pl * hw];
-            let mut dcol = vec![T::zero(); pl * hw];
-            for (e, (dy, x)) in dout.chunks(ol).zip(inp.chunks(il)).enumerate() {
-                im2col(&mut col, x, g);
-                // dw (O, C·K·K) += dy (O, OH·OW) · colᵀ (OH·OW, C·K·K)
-                matmul(&mut dw, n(dy), t(&col), g.o, pl, hw, true);
-                for (db, plane) in db.iter_mut().zip(dy.chunks(hw)) {
-                    *db += plane.iter().copied().sum::<T>();
+            let b = inp.len() / il;
+            let mut dwl = vec![T::zero(); g.weight_len() * L];
+            let mut dbl = vec![T::zero(); g.o * L];
+            let (mut xt, mut xp, mut dz) =
+                (vec![T::zero(); il * L], vec![T::zero(); g.padded_len() * L], vec![T::zero(); ol * L]);
+            let (mut spread, mut dxp, mut dx) =
+                (vec![T::zero(); spread_len], vec![T::zero(); dxp_len], vec![T::zero(); il * L]);
+            for t in 0..count(b) {
+                let n = (b - t * L).min(L);
+                to_tiles(&mut xt, &inp[t * L * il..], n, il);
+                to_tiles(&mut dz, &dout[t * L * ol..], n, ol);
+                pad_tile(&mut xp, &xt, g);
+                with_lanes!('a, T => V;
+                    dwl: &'a mut [T] = &mut dwl, dbl: &'a mut [T] = &mut dbl, dz: &'a [T] = &dz, xp: &'a [T] = &xp,
+                    g: &'a ConvGeom = g;
+                    () => weight_grad_tile::<V>(dwl, dbl, dz, xp, g));
+                if dinp.is_some() {
+                    with_lanes!('a, T => V;
+                        dx: &'a mut [T] = &mut dx, dz: &'a [T] = &dz, wf: &'a [T] = &wf, g: &'a ConvGeom = g,
+                        spread: &'a mut [T] = &mut spread, dxp: &'a mut [T] = &mut dxp;
+                        () => input_grad_tile::<V>(dx, dz, wf, g, spread, dxp));
                 }
-                if let Some(dx) = dinp.as_deref_mut() {
-                    // dcol (C·K·K, OH·OW) = weightᵀ (C·K·K, O) · dy (O, OH·OW)
-                    matmul(&mut dcol, t(weight), n(dy), pl, hw, g.o, false);
-                    col2im(&mut dx[e * il..(e + 1) * il], &dcol, g);
+                if let Some(d) = dinp.as_deref_mut() {
+                    from_tiles(&mut d[t * L * il..], &dx, n, il);
                 }
             }
+            let mut dw = vec![T::zero(); g.weight_len()];
+            let mut db = vec![T::zero(); g.o];
+            with_lanes!('a, T => V;
+                dw: &'a mut [T] = &mut dw, db: &'a mut [T] = &mut db, dwl: &'a [T] = &dwl, dbl: &'a [T] = &dbl;
+                () => { reduce_lanes::<V>(dw, dwl); reduce_lanes::<V>(db, dbl) });
             (dw, db)
         })
         .collect();
     let (dws, dbs): (Vec<Vec<T>>, Vec<Vec<T>>) = partials.into_iter().unzip();
     add_partials(dweight, &dws);
     add_partials(dbias, &dbs);
+}
+
+#[cfg(test)]
+mod probe {
+    use super::*;
+    use crate::layers::{dispatch, Kernel};
+
+    struct Fwd<'a> {
+        out: &'a mut [f32],
+        xp: &'a [f32],
+        w: &'a [f32],
+        b: &'a [f32],
+        g: ConvGeom,
+        act: Option<Activation>,
+        reps: usize,
+    }
+    impl Kernel<f32> for Fwd<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<V: Lanes<T = f32>>(self) {
+            for _ in 0..self.reps {
+                forward_tile::<V>(self.out, self.xp, self.w, Some(self.b), &self.g, self.act);
+            }
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn time_conv_forward() {
+        for (g, act) in [
+            (ConvGeom { c: 1, h: 28, w: 28, o: 6, k: 5, pad: 2, stride: 1 }, None),
+            (ConvGeom { c: 1, h: 28, w: 28, o: 6, k: 5, pad: 2, stride: 1 }, Some(Activation::Sigmoid)),
+            (ConvGeom { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0, stride: 1 }, None),
+            (ConvGeom { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0, stride: 1 }, Some(Activation::Sigmoid)),
+        ] {
+            let xp: Vec<f32> = (0..g.padded_len() * L).map(|i| (i % 7) as f32 * 0.1).collect();
+            let w: Vec<f32> = (0..g.weight_len()).map(|i| (i % 5) as f32 * 0.01).collect();
+            let b = vec![0.1f32; g.o];
+            let mut out = vec![0f32; g.out_len() * L];
+            let reps = 2000;
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                dispatch(Fwd { out: &mut out, xp: &xp, w: &w, b: &b, g, act, reps });
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            let flops = 2.0 * (g.out_len() * g.patch_len() * L) as f64;
+            eprintln!(
+                "{g:?} {act:?}: {:.2} us/tile = {:.3} us/example, {:.0} GFLOP/s",
+                best * 1e6,
+                best * 1e6 / L as f64,
+                flops / best / 1e9
+            );
+        }
+    }
 }

@@ -1,9 +1,214 @@
-//! Fully connected layer, PyTorch layout: weight (N, K), bias (N).
+//! Fully connected layer, PyTorch layout: weight (N, K), bias (N), on tiles.
+//!
+//! Forward and input gradient work one tile at a time (a broadcast weight times a
+//! vector of 16 examples). The weight gradient sums over examples, which live in
+//! lanes; rather than summing lanes per weight, it is computed once per batch chunk
+//! from the inputs transposed to (example, K) rows, so the vectors run along K.
 
+use num_traits::Zero;
 use rayon::prelude::*;
 
-use super::matmul::{matmul, n, t};
-use super::{add_partials, Par, Real};
+use super::activation::f_lanes;
+use super::tiles::{count, from_tiles, to_tiles, transpose_tile};
+use super::{add_partials, with_lanes, Lanes, Par, Real, L};
+use crate::spec::Activation;
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn forward_block<V: Lanes, const MN: usize>(
+    out: &mut [V::T],
+    inp: &[V::T],
+    w: &[V::T],
+    b: &[V::T],
+    k: usize,
+    act: Option<Activation>,
+    n0: usize,
+) {
+    let mut acc = [V::zero(); MN];
+    for mn in 0..MN {
+        acc[mn] = V::splat(b[n0 + mn]);
+    }
+    let w = &w[n0 * k..(n0 + MN) * k];
+    for q in 0..k {
+        let x = V::load(&inp[q * L..]);
+        for mn in 0..MN {
+            acc[mn] = V::splat(w[mn * k + q]).fma(x, acc[mn]);
+        }
+    }
+    for (mn, &a) in acc.iter().enumerate() {
+        let v = match act {
+            Some(f) => f_lanes(f, a),
+            None => a,
+        };
+        v.store(&mut out[(n0 + mn) * L..]);
+    }
+}
+
+/// out (N, L) = act(w (N, K) · inp (K, L) + b) for one tile.
+#[inline(always)]
+pub(crate) fn forward_tile<V: Lanes>(
+    out: &mut [V::T],
+    inp: &[V::T],
+    w: &[V::T],
+    b: &[V::T],
+    k: usize,
+    n: usize,
+    act: Option<Activation>,
+) {
+    let mut n0 = 0;
+    while n0 + 8 <= n {
+        forward_block::<V, 8>(out, inp, w, b, k, act, n0);
+        n0 += 8;
+    }
+    while n0 < n {
+        forward_block::<V, 1>(out, inp, w, b, k, act, n0);
+        n0 += 1;
+    }
+}
+
+#[inline(always)]
+fn input_grad_block<V: Lanes, const MK: usize>(
+    dinp: &mut [V::T],
+    dout: &[V::T],
+    w: &[V::T],
+    k: usize,
+    n: usize,
+    k0: usize,
+) {
+    let mut acc = [V::zero(); MK];
+    for j in 0..n {
+        let d = V::load(&dout[j * L..]);
+        let wr = &w[j * k + k0..j * k + k0 + MK];
+        for mk in 0..MK {
+            acc[mk] = V::splat(wr[mk]).fma(d, acc[mk]);
+        }
+    }
+    for (mk, a) in acc.iter().enumerate() {
+        a.store(&mut dinp[(k0 + mk) * L..]);
+    }
+}
+
+/// dinp (K, L) = wᵀ (K, N) · dout (N, L) for one tile.
+#[inline(always)]
+pub(crate) fn input_grad_tile<V: Lanes>(dinp: &mut [V::T], dout: &[V::T], w: &[V::T], k: usize, n: usize) {
+    let mut k0 = 0;
+    while k0 + 8 <= k {
+        input_grad_block::<V, 8>(dinp, dout, w, k, n, k0);
+        k0 += 8;
+    }
+    while k0 < k {
+        input_grad_block::<V, 1>(dinp, dout, w, k, n, k0);
+        k0 += 1;
+    }
+}
+
+/// Row stride of transposed inputs: K rounded up to whole lanes.
+pub fn padded_k(k: usize) -> usize {
+    k.div_ceil(L) * L
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_block<V: Lanes, const MN: usize, const MV: usize>(
+    dw: &mut [V::T],
+    douts: &[V::T],
+    xts: &[V::T],
+    tiles: usize,
+    k: usize,
+    n: usize,
+    n0: usize,
+    v0: usize,
+) {
+    let kp = padded_k(k);
+    let mut acc = [[V::zero(); MV]; MN];
+    for t in 0..tiles {
+        let dout = &douts[t * n * L..(t + 1) * n * L];
+        let xt = &xts[t * L * kp..(t + 1) * L * kp];
+        for lane in 0..L {
+            let mut d = [V::zero(); MN];
+            for mn in 0..MN {
+                d[mn] = V::splat(dout[(n0 + mn) * L + lane]);
+            }
+            let xr = &xt[lane * kp + v0 * L..lane * kp + (v0 + MV) * L];
+            for mv in 0..MV {
+                let x = V::load(&xr[mv * L..]);
+                for mn in 0..MN {
+                    acc[mn][mv] = d[mn].fma(x, acc[mn][mv]);
+                }
+            }
+        }
+    }
+    for (mn, a) in acc.iter().enumerate() {
+        let dst = &mut dw[(n0 + mn) * k..(n0 + mn + 1) * k];
+        for (mv, &v) in a.iter().enumerate() {
+            let q = (v0 + mv) * L;
+            if q + L <= k {
+                V::load(&dst[q..]).add(v).store(&mut dst[q..]);
+            } else {
+                let mut buf = [V::T::zero(); L];
+                v.store(&mut buf);
+                for (d, &b) in dst[q..].iter_mut().zip(&buf) {
+                    *d += b;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_rows<V: Lanes, const MN: usize>(
+    dw: &mut [V::T],
+    douts: &[V::T],
+    xts: &[V::T],
+    tiles: usize,
+    k: usize,
+    n: usize,
+    n0: usize,
+) {
+    let vs = padded_k(k) / L;
+    let mut v0 = 0;
+    while v0 + 4 <= vs {
+        weight_grad_block::<V, MN, 4>(dw, douts, xts, tiles, k, n, n0, v0);
+        v0 += 4;
+    }
+    while v0 < vs {
+        weight_grad_block::<V, MN, 1>(dw, douts, xts, tiles, k, n, n0, v0);
+        v0 += 1;
+    }
+}
+
+/// dw (N, K) += Σ over `tiles` tiles and their lanes of dout (N, L) ⊗ x, with the
+/// inputs given transposed, `xts` (tiles, L, padded_k(K)) ([`transpose_tile`]);
+/// db (N) += Σ dout.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weight_grad<V: Lanes>(
+    dw: &mut [V::T],
+    db: &mut [V::T],
+    douts: &[V::T],
+    xts: &[V::T],
+    tiles: usize,
+    k: usize,
+    n: usize,
+) {
+    let mut n0 = 0;
+    while n0 + 4 <= n {
+        weight_grad_rows::<V, 4>(dw, douts, xts, tiles, k, n, n0);
+        n0 += 4;
+    }
+    while n0 < n {
+        weight_grad_rows::<V, 1>(dw, douts, xts, tiles, k, n, n0);
+        n0 += 1;
+    }
+    for (j, d) in db[..n].iter_mut().enumerate() {
+        let mut acc = V::zero();
+        for t in 0..tiles {
+            acc = acc.add(V::load(&douts[(t * n + j) * L..]));
+        }
+        *d += acc.sum();
+    }
+}
 
 /// out (B, N) = inp (B, K) · weightᵀ (K, N) + bias (N).
 #[allow(clippy::too_many_arguments)]
@@ -17,14 +222,18 @@ pub fn linear_forward<T: Real>(
     nout: usize,
     par: Par,
 ) {
-    let chunk = par.chunk_len(batch);
+    let chunk = par.tiles_per_chunk(batch) * L;
     out[..batch * nout].par_chunks_mut(chunk * nout).zip(inp[..batch * k].par_chunks(chunk * k)).for_each(|(y, x)| {
-        let rows = x.len() / k;
-        matmul(y, n(x), t(weight), rows, nout, k, false);
-        for row in y.chunks_mut(nout) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v += b;
-            }
+        let b = x.len() / k;
+        let (mut xt, mut yt) = (vec![T::zero(); k * L], vec![T::zero(); nout * L]);
+        for t in 0..count(b) {
+            let m = (b - t * L).min(L);
+            to_tiles(&mut xt, &x[t * L * k..], m, k);
+            with_lanes!('a, T => V;
+                yt: &'a mut [T] = &mut yt, xt: &'a [T] = &xt, w: &'a [T] = weight, b: &'a [T] = bias,
+                k: usize = k, n: usize = nout;
+                () => forward_tile::<V>(yt, xt, w, b, k, n, None));
+            from_tiles(&mut y[t * L * nout..], &yt, m, nout);
         }
     });
 }
@@ -43,23 +252,34 @@ pub fn linear_backward<T: Real>(
     nout: usize,
     par: Par,
 ) {
-    let chunk = par.chunk_len(batch);
+    let chunk = par.tiles_per_chunk(batch) * L;
+    let kp = padded_k(k);
     let partials: Vec<(Vec<T>, Vec<T>)> = dinp[..batch * k]
         .par_chunks_mut(chunk * k)
         .zip(dout[..batch * nout].par_chunks(chunk * nout))
         .zip(inp[..batch * k].par_chunks(chunk * k))
         .map(|((dx, dy), x)| {
-            let rows = x.len() / k;
-            matmul(dx, n(dy), n(weight), rows, k, nout, false);
-            let mut dw = vec![T::zero(); nout * k];
-            // dw (N, K) = dyᵀ (N, rows) · x (rows, K)
-            matmul(&mut dw, t(dy), n(x), nout, k, rows, false);
-            let mut db = vec![T::zero(); nout];
-            for row in dy.chunks(nout) {
-                for (d, &v) in db.iter_mut().zip(row) {
-                    *d += v;
-                }
+            let b = x.len() / k;
+            let tiles = count(b);
+            let (mut xt, mut dxt) = (vec![T::zero(); k * L], vec![T::zero(); k * L]);
+            let (mut douts, mut xts) = (vec![T::zero(); tiles * nout * L], vec![T::zero(); tiles * L * kp]);
+            for t in 0..tiles {
+                let m = (b - t * L).min(L);
+                to_tiles(&mut xt, &x[t * L * k..], m, k);
+                let dyt = &mut douts[t * nout * L..(t + 1) * nout * L];
+                to_tiles(dyt, &dy[t * L * nout..], m, nout);
+                transpose_tile(&mut xts[t * L * kp..(t + 1) * L * kp], &xt, k, kp);
+                with_lanes!('a, T => V;
+                    dxt: &'a mut [T] = &mut dxt, dyt: &'a [T] = dyt, w: &'a [T] = weight, k: usize = k, n: usize = nout;
+                    () => input_grad_tile::<V>(dxt, dyt, w, k, n));
+                from_tiles(&mut dx[t * L * k..], &dxt, m, k);
             }
+            let mut dw = vec![T::zero(); nout * k];
+            let mut db = vec![T::zero(); nout];
+            with_lanes!('a, T => V;
+                dw: &'a mut [T] = &mut dw, db: &'a mut [T] = &mut db, douts: &'a [T] = &douts, xts: &'a [T] = &xts,
+                tiles: usize = tiles, k: usize = k, n: usize = nout;
+                () => weight_grad::<V>(dw, db, douts, xts, tiles, k, n));
             (dw, db)
         })
         .collect();

@@ -1,8 +1,11 @@
-//! 2-D average and max pooling (no padding, floor mode, as PyTorch's defaults).
+//! 2-D average and max pooling (no padding, floor mode, as PyTorch's defaults),
+//! on tiles: every window is a few lane-wise vector operations.
 
+use num_traits::{NumCast, One, Zero};
 use rayon::prelude::*;
 
-use super::Real;
+use super::tiles::{count, from_tiles, to_tiles};
+use super::{with_lanes, Lanes, Real, L};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -29,60 +32,146 @@ impl PoolGeom {
     }
 }
 
-/// out (P, OH, OW) = pool(inp (P, H, W)), where P = batch × channels planes.
-pub fn pool_forward<T: Real>(out: &mut [T], inp: &[T], g: &PoolGeom) {
-    let (oh, ow, k, s) = (g.oh(), g.ow(), g.size, g.stride);
-    let scale = T::one() / T::from(k * k).unwrap();
-    out.par_chunks_mut(oh * ow).zip(inp.par_chunks(g.h * g.w)).for_each(|(o, x)| {
+/// out (C, OH, OW, L) = pool(inp (C, H, W, L)) for one tile of `planes` = C planes.
+#[inline(always)]
+pub(crate) fn forward_tile<V: Lanes>(out: &mut [V::T], inp: &[V::T], g: &PoolGeom, planes: usize) {
+    let (oh, ow, k, s, h, w) = (g.oh(), g.ow(), g.size, g.stride, g.h, g.w);
+    let scale = V::splat(V::T::one() / <V::T as NumCast>::from(k * k).expect("window size fits"));
+    for c in 0..planes {
+        let x = &inp[c * h * w * L..(c + 1) * h * w * L];
         for i in 0..oh {
             for j in 0..ow {
-                let window = (0..k).flat_map(|di| (0..k).map(move |dj| (i * s + di) * g.w + j * s + dj));
-                o[i * ow + j] = match g.kind {
-                    PoolKind::Avg => window.map(|p| x[p]).sum::<T>() * scale,
-                    PoolKind::Max => window.map(|p| x[p]).fold(T::neg_infinity(), T::max),
-                };
-            }
-        }
-    });
-}
-
-/// Index (within the plane) of the first maximum of window (i, j).
-fn argmax<T: Real>(x: &[T], g: &PoolGeom, i: usize, j: usize) -> usize {
-    let mut best = (i * g.stride) * g.w + j * g.stride;
-    for di in 0..g.size {
-        for dj in 0..g.size {
-            let p = (i * g.stride + di) * g.w + j * g.stride + dj;
-            if x[p] > x[best] {
-                best = p;
+                let mut acc = V::load(&x[((i * s) * w + j * s) * L..]);
+                for di in 0..k {
+                    for dj in 0..k {
+                        if di + dj == 0 {
+                            continue;
+                        }
+                        let v = V::load(&x[((i * s + di) * w + j * s + dj) * L..]);
+                        acc = match g.kind {
+                            PoolKind::Avg => acc.add(v),
+                            PoolKind::Max => v.gt_select(acc, v, acc),
+                        };
+                    }
+                }
+                if g.kind == PoolKind::Avg {
+                    acc = acc.mul(scale);
+                }
+                acc.store(&mut out[((c * oh + i) * ow + j) * L..]);
             }
         }
     }
-    best
+}
+
+/// dx[p..p + L] = v, or += v where windows overlap.
+#[inline(always)]
+fn put<V: Lanes>(dx: &mut [V::T], p: usize, v: V, disjoint: bool) {
+    if disjoint {
+        v.store(&mut dx[p..]);
+    } else {
+        V::load(&dx[p..]).add(v).store(&mut dx[p..]);
+    }
+}
+
+/// dinp (C, H, W, L) from dout (C, OH, OW, L) for one tile: average spreads the
+/// gradient evenly over the window; max routes it to the window's (first) maximum,
+/// found again in inp.
+#[inline(always)]
+pub(crate) fn backward_tile<V: Lanes>(dinp: &mut [V::T], inp: &[V::T], dout: &[V::T], g: &PoolGeom, planes: usize) {
+    let (oh, ow, k, s, h, w) = (g.oh(), g.ow(), g.size, g.stride, g.h, g.w);
+    let scale = V::splat(V::T::one() / <V::T as NumCast>::from(k * k).expect("window size fits"));
+    let (zero, one) = (V::zero(), V::splat(V::T::one()));
+    // Non-overlapping windows write every covered position once: no need to add.
+    let disjoint = s >= k;
+    dinp[..planes * h * w * L].fill(V::T::zero());
+    for c in 0..planes {
+        let x = &inp[c * h * w * L..(c + 1) * h * w * L];
+        let dx = &mut dinp[c * h * w * L..(c + 1) * h * w * L];
+        for i in 0..oh {
+            for j in 0..ow {
+                let d = V::load(&dout[((c * oh + i) * ow + j) * L..]);
+                let p0 = ((i * s) * w + j * s) * L;
+                match g.kind {
+                    PoolKind::Avg => {
+                        let v = d.mul(scale);
+                        for di in 0..k {
+                            for dj in 0..k {
+                                put(dx, p0 + (di * w + dj) * L, v, disjoint);
+                            }
+                        }
+                    }
+                    PoolKind::Max => {
+                        // The first maximum of each lane's window: its value and position.
+                        let mut best = V::load(&x[p0..]);
+                        let (mut at, mut e) = (zero, zero);
+                        for di in 0..k {
+                            for dj in 0..k {
+                                let v = V::load(&x[p0 + (di * w + dj) * L..]);
+                                at = v.gt_select(best, e, at);
+                                best = v.gt_select(best, v, best);
+                                e = e.add(one);
+                            }
+                        }
+                        let mut e = zero;
+                        for di in 0..k {
+                            for dj in 0..k {
+                                put(dx, p0 + (di * w + dj) * L, at.eq_select(e, d, zero), disjoint);
+                                e = e.add(one);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Tiles of planes per parallel piece (pooling has no reduction, so any split gives
+/// the same bits).
+const PIECE_TILES: usize = 8;
+
+/// out (P, OH, OW) = pool(inp (P, H, W)), where P = batch × channels planes.
+pub fn pool_forward<T: Real>(out: &mut [T], inp: &[T], g: &PoolGeom) {
+    let (il, ol) = (g.h * g.w, g.oh() * g.ow());
+    let planes = inp.len() / il;
+    let piece = PIECE_TILES * L;
+    out[..planes * ol].par_chunks_mut(piece * ol).zip(inp[..planes * il].par_chunks(piece * il)).for_each(
+        |(out, inp)| {
+            let p = inp.len() / il;
+            let (mut xt, mut yt) = (vec![T::zero(); il * L], vec![T::zero(); ol * L]);
+            for t in 0..count(p) {
+                let n = (p - t * L).min(L);
+                to_tiles(&mut xt, &inp[t * L * il..], n, il);
+                with_lanes!('a, T => V; yt: &'a mut [T] = &mut yt, xt: &'a [T] = &xt, g: &'a PoolGeom = g;
+                    () => forward_tile::<V>(yt, xt, g, 1));
+                from_tiles(&mut out[t * L * ol..], &yt, n, ol);
+            }
+        },
+    );
 }
 
 /// dinp (P, H, W) from dout (P, OH, OW): average spreads the gradient evenly
 /// over the window; max routes it to the window's (first) maximum.
 pub fn pool_backward<T: Real>(dinp: &mut [T], inp: &[T], dout: &[T], g: &PoolGeom) {
-    let (oh, ow, k, s) = (g.oh(), g.ow(), g.size, g.stride);
-    let scale = T::one() / T::from(k * k).unwrap();
-    dinp.par_chunks_mut(g.h * g.w).zip(inp.par_chunks(g.h * g.w)).zip(dout.par_chunks(oh * ow)).for_each(
-        |((dx, x), dy)| {
-            dx.fill(T::zero());
-            for i in 0..oh {
-                for j in 0..ow {
-                    let d = dy[i * ow + j];
-                    match g.kind {
-                        PoolKind::Avg => {
-                            for di in 0..k {
-                                for dj in 0..k {
-                                    dx[(i * s + di) * g.w + j * s + dj] += d * scale;
-                                }
-                            }
-                        }
-                        PoolKind::Max => dx[argmax(x, g, i, j)] += d,
-                    }
-                }
+    let (il, ol) = (g.h * g.w, g.oh() * g.ow());
+    let planes = inp.len() / il;
+    let piece = PIECE_TILES * L;
+    dinp[..planes * il]
+        .par_chunks_mut(piece * il)
+        .zip(inp[..planes * il].par_chunks(piece * il))
+        .zip(dout[..planes * ol].par_chunks(piece * ol))
+        .for_each(|((dinp, inp), dout)| {
+            let p = inp.len() / il;
+            let (mut xt, mut dyt, mut dxt) =
+                (vec![T::zero(); il * L], vec![T::zero(); ol * L], vec![T::zero(); il * L]);
+            for t in 0..count(p) {
+                let n = (p - t * L).min(L);
+                to_tiles(&mut xt, &inp[t * L * il..], n, il);
+                to_tiles(&mut dyt, &dout[t * L * ol..], n, ol);
+                with_lanes!('a, T => V;
+                    dxt: &'a mut [T] = &mut dxt, xt: &'a [T] = &xt, dyt: &'a [T] = &dyt, g: &'a PoolGeom = g;
+                    () => backward_tile::<V>(dxt, xt, dyt, g, 1));
+                from_tiles(&mut dinp[t * L * il..], &dxt, n, il);
             }
-        },
-    );
+        });
 }

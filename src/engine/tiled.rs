@@ -1,0 +1,669 @@
+//! The CPU engine's program: the whole layer chain on tiles of L examples (see
+//! [`crate::layers`]), fused and cache-sized.
+//!
+//! - The batch's tiles are split into one contiguous chunk per thread; a forward
+//!   or backward pass is a single parallel region in which each thread runs every
+//!   layer over its own tiles, one tile at a time (depth first), so a tile's
+//!   activations are produced and consumed while they sit in the core's cache.
+//! - A convolution or linear layer followed by an activation is one step: the
+//!   activation is applied in registers before the store, and its derivative is
+//!   taken from the stored output, so the pre-activation values are never kept.
+//!   Flatten is free (the tile layout of (C, H, W) and of C·H·W is the same).
+//! - Per-thread buffers hold every tile's activations (for the backward pass) and
+//!   the scratch of each step; they are allocated when the batch size first grows,
+//!   never inside a training step.
+//! - Parameter gradients are accumulated per thread (convolutions: per lane, summed
+//!   once per pass; linear layers: one product per chunk over all its tiles) and
+//!   added in chunk order, so the same thread count always gives the same bits.
+
+use rayon::prelude::*;
+
+use super::cpu::{CpuEngine, CpuExamples};
+use super::{Chain, LayerOp, Program};
+use crate::layers::conv::{self, ConvGeom};
+use crate::layers::loss::{softmax_xent, LossStats};
+use crate::layers::pool::{self, PoolGeom};
+use crate::layers::tiles::{count, from_tiles, transpose_tile};
+use crate::layers::{activation, dispatch, linear, Kernel, Lanes, L};
+use crate::spec::Activation;
+
+/// One fused step: a layer, with the activation after it when fused.
+#[derive(Clone, Debug)]
+enum Kind {
+    Conv { g: ConvGeom, w: std::ops::Range<usize>, b: std::ops::Range<usize>, act: Option<Activation> },
+    Pool { g: PoolGeom, channels: usize },
+    Act(Activation),
+    Linear { k: usize, n: usize, w: std::ops::Range<usize>, b: std::ops::Range<usize>, act: Option<Activation> },
+}
+
+#[derive(Clone, Debug)]
+struct Step {
+    kind: Kind,
+    /// Values (activation buffers) read and written: value 0 is the input batch.
+    input: usize,
+    output: usize,
+    in_numel: usize,
+    out_numel: usize,
+}
+
+/// Where a layer's output lives.
+#[derive(Clone, Copy, Debug)]
+enum Out {
+    Value(usize),
+    /// The pre-activation output of a fused step: recomputed when asked for.
+    PreActivation(usize),
+}
+
+/// One thread's buffers.
+#[derive(Default)]
+struct Chunk {
+    /// vals[v]: value v of this chunk's tiles, (tiles, numel, L).
+    vals: Vec<Vec<f32>>,
+    /// ∂L/∂logits of this chunk's tiles.
+    dlogits: Vec<f32>,
+    /// Ping-pong gradient tiles for the backward pass.
+    da: Vec<f32>,
+    db: Vec<f32>,
+    /// Per step: a padded input tile (convolutions).
+    xp: Vec<Vec<f32>>,
+    /// Per step: spread output-gradient tile (zero border) and padded input gradient (convolutions).
+    spread: Vec<Vec<f32>>,
+    dxp: Vec<Vec<f32>>,
+    /// Per step: lane accumulators of weight and bias gradients (convolutions).
+    dwl: Vec<Vec<f32>>,
+    dbl: Vec<Vec<f32>>,
+    /// Per step: output gradients (tiles, N, L) and transposed inputs (tiles, L, K') (linear).
+    douts: Vec<Vec<f32>>,
+    xts: Vec<Vec<f32>>,
+    /// This chunk's parameter gradients.
+    grads: Vec<f32>,
+    /// Seconds spent per step, when profiling: [forward, backward through the
+    /// activation (and padding, transposes), weight gradient, input gradient].
+    prof: Vec<[f64; 4]>,
+    /// Seconds summing the chunk's gradient accumulators, when profiling.
+    prof_reduce: f64,
+}
+
+/// Laps of a stopwatch that is off (free) unless profiling.
+struct Lap(Option<std::time::Instant>);
+
+impl Lap {
+    #[inline(always)]
+    fn new(on: bool) -> Lap {
+        Lap(on.then(std::time::Instant::now))
+    }
+    /// Seconds since the last lap (0 when off).
+    #[inline(always)]
+    fn lap(&mut self) -> f64 {
+        match &mut self.0 {
+            Some(t) => {
+                let now = std::time::Instant::now();
+                let d = (now - *t).as_secs_f64();
+                *t = now;
+                d
+            }
+            None => 0.0,
+        }
+    }
+}
+
+pub struct Tiled {
+    chain: Chain,
+    steps: Vec<Step>,
+    outs: Vec<Out>,
+    numels: Vec<usize>,
+    threads: usize,
+    /// Tiles per chunk the buffers hold.
+    cap_tiles: usize,
+    chunks: Vec<Chunk>,
+    labels: Vec<u8>,
+    /// Flipped weights of each convolution step (for input gradients).
+    wflip: Vec<Vec<f32>>,
+    profiling: bool,
+    /// Seconds outside the chunks when profiling: [load, loss, reduce across chunks].
+    prof_serial: [f64; 3],
+}
+
+/// Tile range of chunk `c` when `tiles` tiles are split `per` to a chunk.
+fn tile_range(c: usize, per: usize, tiles: usize) -> std::ops::Range<usize> {
+    (c * per).min(tiles)..((c + 1) * per).min(tiles)
+}
+
+impl Tiled {
+    pub fn new(chain: &Chain, threads: usize) -> Tiled {
+        let mut steps: Vec<Step> = Vec::new();
+        let mut outs = Vec::with_capacity(chain.ops.len());
+        let mut numels = vec![chain.in_numel(0)];
+        let mut cur = 0; // the value holding the current layer's input
+        let mut i = 0;
+        while i < chain.ops.len() {
+            let fused = match chain.ops.get(i + 1) {
+                Some(LayerOp::Act(a)) if activation::from_output(*a) => Some(*a),
+                _ => None,
+            };
+            let kind = match &chain.ops[i] {
+                LayerOp::Flatten => {
+                    outs.push(Out::Value(cur));
+                    i += 1;
+                    continue;
+                }
+                LayerOp::Conv { g, w, b } => Kind::Conv { g: *g, w: w.clone(), b: b.clone(), act: fused },
+                LayerOp::Linear { k, n, w, b } => Kind::Linear { k: *k, n: *n, w: w.clone(), b: b.clone(), act: fused },
+                LayerOp::Pool { g, channels } => Kind::Pool { g: *g, channels: *channels },
+                LayerOp::Act(a) => Kind::Act(*a),
+            };
+            let has_act = matches!(kind, Kind::Conv { act: Some(_), .. } | Kind::Linear { act: Some(_), .. });
+            let out_numel = chain.out_numel[if has_act { i + 1 } else { i }];
+            let v = numels.len();
+            numels.push(out_numel);
+            steps.push(Step { kind, input: cur, output: v, in_numel: numels[cur], out_numel });
+            if has_act {
+                outs.push(Out::PreActivation(steps.len() - 1));
+                outs.push(Out::Value(v));
+                i += 2;
+            } else {
+                outs.push(Out::Value(v));
+                i += 1;
+            }
+            cur = v;
+        }
+        let wflip = steps
+            .iter()
+            .map(|s| match &s.kind {
+                Kind::Conv { g, .. } => vec![0.0; g.weight_len()],
+                _ => vec![],
+            })
+            .collect();
+        Tiled {
+            chain: chain.clone(),
+            steps,
+            outs,
+            numels,
+            threads: threads.max(1),
+            cap_tiles: 0,
+            chunks: Vec::new(),
+            labels: Vec::new(),
+            wflip,
+            profiling: false,
+            prof_serial: [0.0; 3],
+        }
+    }
+
+    fn describe_step(s: &Step) -> String {
+        let act = |a: &Option<Activation>| a.map_or(String::new(), |a| format!(" + {a:?}").to_lowercase());
+        match &s.kind {
+            Kind::Conv { g, act: a, .. } => {
+                format!("conv {}→{} {}×{}{}{}", g.c, g.o, g.k, g.k, if g.pad > 0 { " pad" } else { "" }, act(a))
+            }
+            Kind::Pool { g, .. } => format!("{:?} pool {}", g.kind, g.size).to_lowercase(),
+            Kind::Act(a) => format!("{a:?}").to_lowercase(),
+            Kind::Linear { k, n, act: a, .. } => format!("linear {k}→{n}{}", act(a)),
+        }
+    }
+
+    fn classes(&self) -> usize {
+        self.chain.classes()
+    }
+
+    /// Make room for batches of up to `batch` examples.
+    fn reserve(&mut self, batch: usize) {
+        let per = count(batch).div_ceil(self.threads).max(1);
+        if per <= self.cap_tiles {
+            return;
+        }
+        let n_params = self.chain.ops.iter().fold(0, |m, op| match op {
+            LayerOp::Conv { b, .. } | LayerOp::Linear { b, .. } => m.max(b.end),
+            _ => m,
+        });
+        let max_numel = self.numels.iter().copied().max().unwrap_or(0);
+        let classes = self.classes();
+        self.chunks = (0..self.threads)
+            .map(|_| {
+                let mut c = Chunk {
+                    vals: self.numels.iter().map(|&n| vec![0.0; per * n * L]).collect(),
+                    dlogits: vec![0.0; per * classes * L],
+                    da: vec![0.0; max_numel * L],
+                    db: vec![0.0; max_numel * L],
+                    grads: vec![0.0; n_params],
+                    prof: vec![[0.0; 4]; self.steps.len()],
+                    ..Chunk::default()
+                };
+                for s in &self.steps {
+                    let (mut xp, mut spread, mut dxp, mut dwl, mut dbl, mut douts, mut xts) =
+                        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+                    match &s.kind {
+                        Kind::Conv { g, .. } => {
+                            let (a, b, d) = conv::scratch_len(g);
+                            (xp, spread, dxp) = (vec![0.0; a], vec![0.0; b], vec![0.0; d]);
+                            (dwl, dbl) = (vec![0.0; g.weight_len() * L], vec![0.0; g.o * L]);
+                        }
+                        Kind::Linear { k, n, .. } => {
+                            douts = vec![0.0; per * n * L];
+                            xts = vec![0.0; per * L * linear::padded_k(*k)];
+                        }
+                        _ => {}
+                    }
+                    c.xp.push(xp);
+                    c.spread.push(spread);
+                    c.dxp.push(dxp);
+                    c.dwl.push(dwl);
+                    c.dbl.push(dbl);
+                    c.douts.push(douts);
+                    c.xts.push(xts);
+                }
+                c
+            })
+            .collect();
+        self.cap_tiles = per;
+    }
+
+    /// (tiles per chunk, chunks in use) for a batch.
+    fn split(&self, batch: usize) -> (usize, usize) {
+        let tiles = count(batch);
+        let per = tiles.div_ceil(self.threads).max(1);
+        (per, tiles.div_ceil(per))
+    }
+
+    /// Host copy (B, numel) of value `v`.
+    fn download_value(&self, v: usize, batch: usize) -> Vec<f32> {
+        let numel = self.numels[v];
+        let (per, used) = self.split(batch);
+        let mut out = vec![0.0; batch * numel];
+        for c in 0..used {
+            let r = tile_range(c, per, count(batch));
+            let first = r.start * L;
+            let n = (batch - first).min(r.len() * L);
+            from_tiles(&mut out[first * numel..], &self.chunks[c].vals[v], n, numel);
+        }
+        out
+    }
+}
+
+/// Run step `s` forward on local tile `t` of a chunk.
+#[inline(always)]
+fn step_forward<V: Lanes<T = f32>>(s: &Step, c: &mut Chunk, si: usize, t: usize, params: &[f32]) {
+    let (before, after) = c.vals.split_at_mut(s.output);
+    let x = &before[s.input][t * s.in_numel * L..(t + 1) * s.in_numel * L];
+    let y = &mut after[0][t * s.out_numel * L..(t + 1) * s.out_numel * L];
+    match &s.kind {
+        Kind::Conv { g, w, b, act } => {
+            let xp: &[f32] = if g.pad == 0 {
+                x
+            } else {
+                conv::pad_tile(&mut c.xp[si], x, g);
+                &c.xp[si]
+            };
+            conv::forward_tile::<V>(y, xp, &params[w.clone()], Some(&params[b.clone()]), g, *act);
+        }
+        Kind::Pool { g, channels } => pool::forward_tile::<V>(y, x, g, *channels),
+        Kind::Act(a) => {
+            y.copy_from_slice(x);
+            activation::apply::<V>(*a, y);
+        }
+        Kind::Linear { k, n, w, b, act } => {
+            linear::forward_tile::<V>(y, x, &params[w.clone()], &params[b.clone()], *k, *n, *act)
+        }
+    }
+}
+
+/// Run the backward pass of every step on local tile `t` of a chunk, from the
+/// tile's ∂L/∂logits.
+#[inline(always)]
+fn tile_backward<V: Lanes<T = f32>>(
+    steps: &[Step],
+    c: &mut Chunk,
+    t: usize,
+    params: &[f32],
+    wflip: &[Vec<f32>],
+    classes: usize,
+    clock: &mut Lap,
+) {
+    let mut d = std::mem::take(&mut c.da);
+    let mut dnext = std::mem::take(&mut c.db);
+    d[..classes * L].copy_from_slice(&c.dlogits[t * classes * L..(t + 1) * classes * L]);
+    for (si, s) in steps.iter().enumerate().rev() {
+        let x = &c.vals[s.input][t * s.in_numel * L..(t + 1) * s.in_numel * L];
+        let y = &c.vals[s.output][t * s.out_numel * L..(t + 1) * s.out_numel * L];
+        let first = si == 0;
+        let dy = &mut d[..s.out_numel * L];
+        let dx = &mut dnext[..s.in_numel * L];
+        let prof = &mut c.prof[si];
+        match &s.kind {
+            Kind::Conv { g, act, .. } => {
+                if let Some(a) = act {
+                    activation::backward_from_output::<V>(*a, dy, y);
+                }
+                let xp: &[f32] = if g.pad == 0 {
+                    x
+                } else {
+                    conv::pad_tile(&mut c.xp[si], x, g);
+                    &c.xp[si]
+                };
+                prof[1] += clock.lap();
+                conv::weight_grad_tile::<V>(&mut c.dwl[si], &mut c.dbl[si], dy, xp, g);
+                prof[2] += clock.lap();
+                if !first {
+                    conv::input_grad_tile::<V>(dx, dy, &wflip[si], g, &mut c.spread[si], &mut c.dxp[si]);
+                }
+                prof[3] += clock.lap();
+            }
+            Kind::Linear { k, n, w, act, .. } => {
+                if let Some(a) = act {
+                    activation::backward_from_output::<V>(*a, dy, y);
+                }
+                c.douts[si][t * n * L..(t + 1) * n * L].copy_from_slice(dy);
+                let kp = linear::padded_k(*k);
+                transpose_tile(&mut c.xts[si][t * L * kp..(t + 1) * L * kp], x, *k, kp);
+                prof[1] += clock.lap();
+                if !first {
+                    linear::input_grad_tile::<V>(dx, dy, &params[w.clone()], *k, *n);
+                }
+                prof[3] += clock.lap();
+            }
+            Kind::Pool { g, channels } => {
+                if !first {
+                    pool::backward_tile::<V>(dx, x, dy, g, *channels);
+                }
+                prof[3] += clock.lap();
+            }
+            Kind::Act(a) => {
+                if !first {
+                    activation::backward_from_input::<V>(*a, dx, x, y, dy);
+                }
+                prof[3] += clock.lap();
+            }
+        }
+        std::mem::swap(&mut d, &mut dnext);
+    }
+    c.da = d;
+    c.db = dnext;
+}
+
+/// Sum the chunk's per-lane and per-tile accumulators into its gradient buffer.
+#[inline(always)]
+fn chunk_weight_grads<V: Lanes<T = f32>>(steps: &[Step], c: &mut Chunk, tiles: usize) {
+    c.grads.fill(0.0);
+    for (si, s) in steps.iter().enumerate() {
+        match &s.kind {
+            Kind::Conv { w, b, .. } => {
+                conv::reduce_lanes::<V>(&mut c.grads[w.clone()], &c.dwl[si]);
+                conv::reduce_lanes::<V>(&mut c.grads[b.clone()], &c.dbl[si]);
+                c.dwl[si].fill(0.0);
+                c.dbl[si].fill(0.0);
+            }
+            Kind::Linear { k, n, w, b, .. } => {
+                let (gw, gb) = c.grads.split_at_mut(b.start);
+                linear::weight_grad::<V>(
+                    &mut gw[w.clone()],
+                    &mut gb[..b.len()],
+                    &c.douts[si],
+                    &c.xts[si],
+                    tiles,
+                    *k,
+                    *n,
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A chunk's forward pass: every step on each of its first `tiles` tiles.
+struct ForwardChunk<'a> {
+    steps: &'a [Step],
+    c: &'a mut Chunk,
+    tiles: usize,
+    params: &'a [f32],
+    profiling: bool,
+}
+
+impl Kernel<f32> for ForwardChunk<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Lanes<T = f32>>(self) {
+        let mut clock = Lap::new(self.profiling);
+        for t in 0..self.tiles {
+            for (si, s) in self.steps.iter().enumerate() {
+                step_forward::<V>(s, self.c, si, t, self.params);
+                self.c.prof[si][0] += clock.lap();
+            }
+        }
+    }
+}
+
+/// A chunk's backward pass, then its weight gradients.
+struct BackwardChunk<'a> {
+    steps: &'a [Step],
+    c: &'a mut Chunk,
+    tiles: usize,
+    params: &'a [f32],
+    wflip: &'a [Vec<f32>],
+    classes: usize,
+    profiling: bool,
+}
+
+impl Kernel<f32> for BackwardChunk<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Lanes<T = f32>>(self) {
+        let mut clock = Lap::new(self.profiling);
+        for t in 0..self.tiles {
+            tile_backward::<V>(self.steps, self.c, t, self.params, self.wflip, self.classes, &mut clock);
+        }
+        clock.lap();
+        chunk_weight_grads::<V>(self.steps, self.c, self.tiles);
+        self.c.prof_reduce += clock.lap();
+    }
+}
+
+/// One step forward on one tile (recomputing an output for [`Program::output`]).
+struct OneStep<'a> {
+    s: &'a Step,
+    c: &'a mut Chunk,
+    si: usize,
+    t: usize,
+    params: &'a [f32],
+}
+
+impl Kernel<f32> for OneStep<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Lanes<T = f32>>(self) {
+        step_forward::<V>(self.s, self.c, self.si, self.t, self.params);
+    }
+}
+
+impl Program<CpuEngine> for Tiled {
+    fn load_batch(&mut self, engine: &CpuEngine, examples: &CpuExamples, indices: &[u32]) {
+        let mut clock = Lap::new(self.profiling);
+        let batch = indices.len();
+        self.reserve(batch);
+        self.labels.clear();
+        self.labels.extend(indices.iter().map(|&i| examples.labels[i as usize]));
+        let (per, used) = self.split(batch);
+        let numel = self.numels[0];
+        let tiles = count(batch);
+        engine.pool.install(|| {
+            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
+                for (lt, t) in tile_range(ci, per, tiles).enumerate() {
+                    let dst = &mut c.vals[0][lt * numel * L..(lt + 1) * numel * L];
+                    for lane in 0..L {
+                        match indices.get(t * L + lane) {
+                            Some(&i) => {
+                                let img = examples.images.image(i as usize);
+                                for (f, &p) in img.iter().enumerate() {
+                                    dst[f * L + lane] = p as f32 * examples.scale + examples.shift;
+                                }
+                            }
+                            None => (0..numel).for_each(|f| dst[f * L + lane] = 0.0),
+                        }
+                    }
+                }
+            });
+        });
+        self.prof_serial[0] += clock.lap();
+    }
+
+    fn load_values(&mut self, _engine: &CpuEngine, x: &[f32], labels: &[u8]) {
+        let batch = labels.len();
+        self.reserve(batch);
+        self.labels = labels.to_vec();
+        let (per, used) = self.split(batch);
+        let numel = self.numels[0];
+        for (ci, c) in self.chunks[..used].iter_mut().enumerate() {
+            let r = tile_range(ci, per, count(batch));
+            let first = r.start * L;
+            let n = (batch - first).min(r.len() * L);
+            crate::layers::tiles::to_tiles(&mut c.vals[0], &x[first * numel..], n, numel);
+        }
+    }
+
+    fn forward(&mut self, engine: &CpuEngine, params: &Vec<f32>, batch: usize) {
+        let (per, used) = self.split(batch);
+        let tiles = count(batch);
+        let (steps, profiling) = (&self.steps, self.profiling);
+        engine.pool.install(|| {
+            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
+                let tiles = tile_range(ci, per, tiles).len();
+                dispatch(ForwardChunk { steps, c, tiles, params, profiling });
+            });
+        });
+    }
+
+    fn loss(&mut self, _engine: &CpuEngine, batch: usize, class_weights: Option<&Vec<f32>>, grad: bool) -> LossStats {
+        let mut clock = Lap::new(self.profiling);
+        let classes = self.classes();
+        let last = self.steps.last().map_or(0, |s| s.output);
+        let logits = self.download_value(last, batch);
+        let mut d = grad.then(|| vec![0.0; batch * classes]);
+        let stats = softmax_xent(
+            d.as_deref_mut(),
+            &logits,
+            &self.labels[..batch],
+            class_weights.map(|w| &w[..classes]),
+            classes,
+        );
+        if let Some(d) = d {
+            let (per, used) = self.split(batch);
+            for (ci, c) in self.chunks[..used].iter_mut().enumerate() {
+                let r = tile_range(ci, per, count(batch));
+                let first = r.start * L;
+                let n = (batch - first).min(r.len() * L);
+                crate::layers::tiles::to_tiles(&mut c.dlogits, &d[first * classes..], n, classes);
+            }
+        }
+        self.prof_serial[1] += clock.lap();
+        stats
+    }
+
+    fn backward(&mut self, engine: &CpuEngine, params: &Vec<f32>, grads: &mut Vec<f32>, batch: usize) {
+        for (s, wf) in self.steps.iter().zip(&mut self.wflip) {
+            if let Kind::Conv { g, w, .. } = &s.kind {
+                conv::flip_weights(wf, &params[w.clone()], g);
+            }
+        }
+        let (per, used) = self.split(batch);
+        let tiles = count(batch);
+        let (steps, wflip, classes, profiling) = (&self.steps, &self.wflip, self.chain.classes(), self.profiling);
+        engine.pool.install(|| {
+            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
+                let tiles = tile_range(ci, per, tiles).len();
+                dispatch(BackwardChunk { steps, c, tiles, params, wflip, classes, profiling });
+            });
+        });
+        let mut clock = Lap::new(self.profiling);
+        for c in &self.chunks[..used] {
+            for (g, &p) in grads.iter_mut().zip(&c.grads) {
+                *g += p;
+            }
+        }
+        self.prof_serial[2] += clock.lap();
+    }
+
+    fn set_profiling(&mut self, on: bool) {
+        self.profiling = on;
+        self.prof_serial = [0.0; 3];
+        for c in &mut self.chunks {
+            c.prof.iter_mut().for_each(|p| *p = [0.0; 4]);
+            c.prof_reduce = 0.0;
+        }
+    }
+
+    fn profile_report(&self) -> Option<String> {
+        if !self.profiling {
+            return None;
+        }
+        // Thread-seconds summed over chunks.
+        let mut rows: Vec<(String, [f64; 4])> = Vec::new();
+        for (si, s) in self.steps.iter().enumerate() {
+            let mut t = [0.0; 4];
+            for c in &self.chunks {
+                for (a, b) in t.iter_mut().zip(&c.prof[si]) {
+                    *a += b;
+                }
+            }
+            rows.push((Self::describe_step(s), t));
+        }
+        let reduce: f64 = self.chunks.iter().map(|c| c.prof_reduce).sum();
+        let total: f64 =
+            rows.iter().map(|r| r.1.iter().sum::<f64>()).sum::<f64>() + reduce + self.prof_serial.iter().sum::<f64>();
+        let pct = |v: f64| 100.0 * v / total;
+        let mut out = format!(
+            "  {:<28} {:>8} {:>8} {:>8} {:>8}   (% of {:.3} thread-seconds)\n",
+            "step", "forward", "bwd act", "bwd dW", "bwd dX", total
+        );
+        for (name, t) in &rows {
+            out += &format!(
+                "  {:<28} {:>7.1}% {:>7.1}% {:>7.1}% {:>7.1}%\n",
+                name,
+                pct(t[0]),
+                pct(t[1]),
+                pct(t[2]),
+                pct(t[3])
+            );
+        }
+        out += &format!("  {:<28} {:>7.1}%\n", "sum dW accumulators", pct(reduce));
+        for (name, v) in
+            ["load batch (serial part)", "loss (serial)", "add chunk gradients (serial)"].iter().zip(self.prof_serial)
+        {
+            out += &format!("  {:<28} {:>7.1}%\n", name, pct(v));
+        }
+        Some(out)
+    }
+
+    fn output(&self, _engine: &CpuEngine, params: &Vec<f32>, i: usize, batch: usize) -> Vec<f32> {
+        match self.outs[i] {
+            Out::Value(v) => self.download_value(v, batch),
+            Out::PreActivation(si) => {
+                // Recompute the step without its activation.
+                let mut s = self.steps[si].clone();
+                match &mut s.kind {
+                    Kind::Conv { act, .. } | Kind::Linear { act, .. } => *act = None,
+                    _ => {}
+                }
+                let numel = s.out_numel;
+                let (per, used) = self.split(batch);
+                let mut out = vec![0.0; batch * numel];
+                for ci in 0..used {
+                    let r = tile_range(ci, per, count(batch));
+                    let mut c = Chunk {
+                        vals: self.chunks[ci]
+                            .vals
+                            .iter()
+                            .map(|v| v[..r.len() * (v.len() / self.cap_tiles)].to_vec())
+                            .collect(),
+                        xp: self.chunks[ci].xp.clone(),
+                        ..Chunk::default()
+                    };
+                    for t in 0..r.len() {
+                        dispatch(OneStep { s: &s, c: &mut c, si, t, params });
+                    }
+                    let first = r.start * L;
+                    let n = (batch - first).min(r.len() * L);
+                    from_tiles(&mut out[first * numel..], &c.vals[s.output], n, numel);
+                }
+                out
+            }
+        }
+    }
+}
