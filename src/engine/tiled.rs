@@ -23,7 +23,7 @@ use super::{Chain, LayerOp, Program};
 use crate::layers::conv::{self, ConvGeom};
 use crate::layers::loss::{softmax_xent, LossStats};
 use crate::layers::pool::{self, PoolGeom};
-use crate::layers::tiles::{count, from_tiles, transpose_tile};
+use crate::layers::tiles::{count, from_tiles, transpose_tile, Aligned};
 use crate::layers::{activation, dispatch, linear, Kernel, Lanes, L};
 use crate::spec::Activation;
 
@@ -58,23 +58,23 @@ enum Out {
 #[derive(Default)]
 struct Chunk {
     /// vals[v]: value v of this chunk's tiles, (tiles, numel, L).
-    vals: Vec<Vec<f32>>,
+    vals: Vec<Aligned<f32>>,
     /// ∂L/∂logits of this chunk's tiles.
-    dlogits: Vec<f32>,
+    dlogits: Aligned<f32>,
     /// Ping-pong gradient tiles for the backward pass.
-    da: Vec<f32>,
-    db: Vec<f32>,
+    da: Aligned<f32>,
+    db: Aligned<f32>,
     /// Per step: a padded input tile (convolutions).
-    xp: Vec<Vec<f32>>,
+    xp: Vec<Aligned<f32>>,
     /// Per step: spread output-gradient tile (zero border) and padded input gradient (convolutions).
-    spread: Vec<Vec<f32>>,
-    dxp: Vec<Vec<f32>>,
+    spread: Vec<Aligned<f32>>,
+    dxp: Vec<Aligned<f32>>,
     /// Per step: lane accumulators of weight and bias gradients (convolutions).
-    dwl: Vec<Vec<f32>>,
-    dbl: Vec<Vec<f32>>,
+    dwl: Vec<Aligned<f32>>,
+    dbl: Vec<Aligned<f32>>,
     /// Per step: output gradients (tiles, N, L) and transposed inputs (tiles, L, K') (linear).
-    douts: Vec<Vec<f32>>,
-    xts: Vec<Vec<f32>>,
+    douts: Vec<Aligned<f32>>,
+    xts: Vec<Aligned<f32>>,
     /// This chunk's parameter gradients.
     grads: Vec<f32>,
     /// Seconds spent per step, when profiling: [forward, backward through the
@@ -220,26 +220,27 @@ impl Tiled {
         self.chunks = (0..self.threads)
             .map(|_| {
                 let mut c = Chunk {
-                    vals: self.numels.iter().map(|&n| vec![0.0; per * n * L]).collect(),
-                    dlogits: vec![0.0; per * classes * L],
-                    da: vec![0.0; max_numel * L],
-                    db: vec![0.0; max_numel * L],
+                    vals: self.numels.iter().map(|&n| Aligned::zeros(per * n * L)).collect(),
+                    dlogits: Aligned::zeros(per * classes * L),
+                    da: Aligned::zeros(max_numel * L),
+                    db: Aligned::zeros(max_numel * L),
                     grads: vec![0.0; n_params],
                     prof: vec![[0.0; 4]; self.steps.len()],
                     ..Chunk::default()
                 };
                 for s in &self.steps {
+                    let z = Aligned::zeros;
                     let (mut xp, mut spread, mut dxp, mut dwl, mut dbl, mut douts, mut xts) =
-                        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+                        (z(0), z(0), z(0), z(0), z(0), z(0), z(0));
                     match &s.kind {
                         Kind::Conv { g, .. } => {
                             let (a, b, d) = conv::scratch_len(g);
-                            (xp, spread, dxp) = (vec![0.0; a], vec![0.0; b], vec![0.0; d]);
-                            (dwl, dbl) = (vec![0.0; g.weight_len() * L], vec![0.0; g.o * L]);
+                            (xp, spread, dxp) = (z(a), z(b), z(d));
+                            (dwl, dbl) = (z(g.weight_len() * L), z(g.o * L));
                         }
                         Kind::Linear { k, n, .. } => {
-                            douts = vec![0.0; per * n * L];
-                            xts = vec![0.0; per * L * linear::padded_k(*k)];
+                            douts = z(per * n * L);
+                            xts = z(per * L * linear::padded_k(*k));
                         }
                         _ => {}
                     }
@@ -456,6 +457,58 @@ impl Kernel<f32> for BackwardChunk<'_> {
     }
 }
 
+/// The scaled images at `indices` into tiles (the last one padded with zeros).
+struct Gather<'a> {
+    dst: &'a mut [f32],
+    examples: &'a CpuExamples,
+    indices: &'a [u32],
+    numel: usize,
+}
+
+impl Kernel<f32> for Gather<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Lanes<T = f32>>(self) {
+        let Gather { dst, examples: ex, indices, numel } = self;
+        let pixels = &ex.images.pixels;
+        assert!(pixels.len() >= ex.images.count * numel && numel >= 4 && pixels.len() <= i32::MAX as usize);
+        let (scale, shift) = (V::splat(ex.scale), V::splat(ex.shift));
+        for (t, idx) in indices.chunks(L).enumerate() {
+            let tile = &mut dst[t * numel * L..(t + 1) * numel * L];
+            // Lanes past the batch read image 0 and are zeroed after scaling.
+            let mut start = [0i32; L];
+            let mut keep = [0.0f32; L];
+            for (l, &i) in idx.iter().enumerate() {
+                assert!((i as usize) < ex.images.count, "example {i} out of range");
+                start[l] = (i as usize * numel) as i32;
+                keep[l] = 1.0;
+            }
+            let keep = V::load(&keep);
+            // Whole words: bytes f..f+3 of each image, for f up to numel − 4.
+            for f in 0..numel - 3 {
+                let mut at = start;
+                for a in at.iter_mut() {
+                    *a += f as i32;
+                }
+                // SAFETY: every image starts at i·numel with i < count, so bytes
+                // start + f .. start + f + 4 lie inside that image's numel bytes.
+                let v = unsafe { V::gather_u8(pixels.as_ptr(), &at) };
+                // x·scale + shift rounded twice, as the scalar tail and every other path round it.
+                v.mul(scale).add(shift).mul(keep).store(&mut tile[f * L..]);
+            }
+            for f in numel - 3..numel {
+                for l in 0..L {
+                    tile[f * L + l] = match idx.get(l) {
+                        Some(&i) => pixels[i as usize * numel + f] as f32 * ex.scale + ex.shift,
+                        None => 0.0,
+                    };
+                }
+            }
+        }
+        // Tiles of this chunk past the batch stay as they are: nothing reads them.
+    }
+}
+
 /// One step forward on one tile (recomputing an output for [`Program::output`]).
 struct OneStep<'a> {
     s: &'a Step,
@@ -485,20 +538,9 @@ impl Program<CpuEngine> for Tiled {
         let tiles = count(batch);
         engine.pool.install(|| {
             self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
-                for (lt, t) in tile_range(ci, per, tiles).enumerate() {
-                    let dst = &mut c.vals[0][lt * numel * L..(lt + 1) * numel * L];
-                    for lane in 0..L {
-                        match indices.get(t * L + lane) {
-                            Some(&i) => {
-                                let img = examples.images.image(i as usize);
-                                for (f, &p) in img.iter().enumerate() {
-                                    dst[f * L + lane] = p as f32 * examples.scale + examples.shift;
-                                }
-                            }
-                            None => (0..numel).for_each(|f| dst[f * L + lane] = 0.0),
-                        }
-                    }
-                }
+                let r = tile_range(ci, per, tiles);
+                let idx = &indices[(r.start * L).min(batch)..(r.end * L).min(batch)];
+                dispatch(Gather { dst: &mut c.vals[0], examples, indices: idx, numel });
             });
         });
         self.prof_serial[0] += clock.lap();
@@ -647,11 +689,7 @@ impl Program<CpuEngine> for Tiled {
                 for ci in 0..used {
                     let r = tile_range(ci, per, count(batch));
                     let mut c = Chunk {
-                        vals: self.chunks[ci]
-                            .vals
-                            .iter()
-                            .map(|v| v[..r.len() * (v.len() / self.cap_tiles)].to_vec())
-                            .collect(),
+                        vals: self.chunks[ci].vals.clone(),
                         xp: self.chunks[ci].xp.clone(),
                         ..Chunk::default()
                     };

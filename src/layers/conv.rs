@@ -16,7 +16,7 @@ use num_traits::Zero;
 use rayon::prelude::*;
 
 use super::activation::f_lanes;
-use super::tiles::{count, from_tiles, to_tiles};
+use super::tiles::{count, from_tiles, to_tiles, Aligned};
 use super::{add_partials, with_lanes, Lanes, Par, Real, L};
 use crate::spec::Activation;
 
@@ -487,7 +487,7 @@ pub fn conv2d_forward<T: Real>(
         |(out, inp)| {
             let b = inp.len() / il;
             let (mut xt, mut xp, mut yt) =
-                (vec![T::zero(); il * L], vec![T::zero(); g.padded_len() * L], vec![T::zero(); ol * L]);
+                (Aligned::<T>::zeros(il * L), Aligned::<T>::zeros(g.padded_len() * L), Aligned::<T>::zeros(ol * L));
             for t in 0..count(b) {
                 let n = (b - t * L).min(L);
                 to_tiles(&mut xt, &inp[t * L * il..], n, il);
@@ -532,12 +532,12 @@ pub fn conv2d_backward<T: Real>(
         .zip(inp[..batch * il].par_chunks(chunk * il))
         .map(|((mut dinp, dout), inp)| {
             let b = inp.len() / il;
-            let mut dwl = vec![T::zero(); g.weight_len() * L];
-            let mut dbl = vec![T::zero(); g.o * L];
+            let mut dwl = Aligned::<T>::zeros(g.weight_len() * L);
+            let mut dbl = Aligned::<T>::zeros(g.o * L);
             let (mut xt, mut xp, mut dz) =
-                (vec![T::zero(); il * L], vec![T::zero(); g.padded_len() * L], vec![T::zero(); ol * L]);
+                (Aligned::<T>::zeros(il * L), Aligned::<T>::zeros(g.padded_len() * L), Aligned::<T>::zeros(ol * L));
             let (mut spread, mut dxp, mut dx) =
-                (vec![T::zero(); spread_len], vec![T::zero(); dxp_len], vec![T::zero(); il * L]);
+                (Aligned::<T>::zeros(spread_len), Aligned::<T>::zeros(dxp_len), Aligned::<T>::zeros(il * L));
             for t in 0..count(b) {
                 let n = (b - t * L).min(L);
                 to_tiles(&mut xt, &inp[t * L * il..], n, il);
@@ -603,10 +603,11 @@ mod probe {
             (ConvGeom { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0, stride: 1 }, None),
             (ConvGeom { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0, stride: 1 }, Some(Activation::Sigmoid)),
         ] {
-            let xp: Vec<f32> = (0..g.padded_len() * L).map(|i| (i % 7) as f32 * 0.1).collect();
+            let mut xp = Aligned::<f32>::zeros(g.padded_len() * L);
+            xp.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 7) as f32 * 0.1);
             let w: Vec<f32> = (0..g.weight_len()).map(|i| (i % 5) as f32 * 0.01).collect();
             let b = vec![0.1f32; g.o];
-            let mut out = vec![0f32; g.out_len() * L];
+            let mut out = Aligned::<f32>::zeros(g.out_len() * L);
             let reps = 2000;
             let mut best = f64::INFINITY;
             for _ in 0..5 {
@@ -621,6 +622,55 @@ mod probe {
                 best * 1e6 / L as f64,
                 flops / best / 1e9
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod probe_dw {
+    use super::*;
+    use crate::layers::{dispatch, Kernel};
+
+    struct Dw<'a> {
+        dwl: &'a mut [f32],
+        dbl: &'a mut [f32],
+        dz: &'a [f32],
+        xp: &'a [f32],
+        g: ConvGeom,
+        reps: usize,
+    }
+    impl Kernel<f32> for Dw<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<V: Lanes<T = f32>>(self) {
+            for _ in 0..self.reps {
+                weight_grad_tile::<V>(self.dwl, self.dbl, self.dz, self.xp, &self.g);
+            }
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn time_conv_weight_grad() {
+        for g in [
+            ConvGeom { c: 1, h: 28, w: 28, o: 6, k: 5, pad: 2, stride: 1 },
+            ConvGeom { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0, stride: 1 },
+        ] {
+            let mut xp = Aligned::<f32>::zeros(g.padded_len() * L);
+            xp.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 7) as f32 * 0.1);
+            let mut dz = Aligned::<f32>::zeros(g.out_len() * L);
+            dz.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 5) as f32 * 0.01);
+            let mut dwl = Aligned::<f32>::zeros(g.weight_len() * L);
+            let mut dbl = Aligned::<f32>::zeros(g.o * L);
+            let reps = 2000;
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                dispatch(Dw { dwl: &mut dwl, dbl: &mut dbl, dz: &dz, xp: &xp, g, reps });
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            let flops = 2.0 * (g.out_len() * g.patch_len() * L) as f64;
+            eprintln!("dW {g:?}: {:.2} us/tile, {:.0} GFLOP/s", best * 1e6, flops / best / 1e9);
         }
     }
 }

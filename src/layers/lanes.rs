@@ -51,6 +51,19 @@ pub trait Lanes: Copy + 'static {
     }
     /// Lane-wise `if self == o { yes } else { no }`.
     fn eq_select(self, o: Self, yes: Self, no: Self) -> Self;
+    /// Lane l = the byte at `base + offsets[l]`, as a float.
+    ///
+    /// # Safety
+    /// For every lane, the 4 bytes from `base + offsets[l]` must be readable (the
+    /// vector versions read a 32-bit word and keep its low byte).
+    #[inline(always)]
+    unsafe fn gather_u8(base: *const u8, offsets: &[i32; L]) -> Self {
+        let mut v = [Self::T::zero(); L];
+        for (d, &o) in v.iter_mut().zip(offsets) {
+            *d = <Self::T as NumCast>::from(*base.offset(o as isize)).expect("a byte fits");
+        }
+        Self::load(&v)
+    }
     /// 2ⁿ, where `self` is n + M with M the float type's rounding constant
     /// ([`Real::EXP_MAGIC`]) and n an integer in the normal exponent range.
     fn pow2_of_magic(self) -> Self;
@@ -85,7 +98,8 @@ pub trait Lanes: Copy + 'static {
         for &k in &coef[1..] {
             p = p.fma(r, c(k));
         }
-        let v = p.mul(t.pow2_of_magic());
+        // p·2ⁿ as (p·2)·2ⁿ⁻¹, so that n at the top of the range does not overflow 2ⁿ.
+        let v = p.add(p).mul(t.sub(c(1.0)).pow2_of_magic());
         let v = self.gt_select(c(Self::T::EXP_HI), Self::splat(<Self::T as Float>::infinity()), v);
         c(Self::T::EXP_LO).gt_select(self, Self::zero(), v)
     }
@@ -266,6 +280,12 @@ pub mod x86 {
 
     impl Lanes for Z32 {
         type T = f32;
+        #[inline(always)]
+        unsafe fn gather_u8(base: *const u8, offsets: &[i32; L]) -> Self {
+            let idx = _mm512_loadu_si512(offsets.as_ptr() as *const _);
+            let words = _mm512_i32gather_epi32::<1>(idx, base as *const _);
+            Z32([_mm512_cvtepi32_ps(_mm512_and_si512(words, _mm512_set1_epi32(0xFF)))])
+        }
         #[inline(always)]
         fn min(self, o: Self) -> Self {
             unsafe { Z32([_mm512_min_ps(self.0[0], o.0[0])]) }
@@ -480,6 +500,15 @@ pub mod x86 {
 
     impl Lanes for Y32 {
         type T = f32;
+        #[inline(always)]
+        unsafe fn gather_u8(base: *const u8, offsets: &[i32; L]) -> Self {
+            let half = |i: usize| {
+                let idx = _mm256_loadu_si256(offsets.as_ptr().add(8 * i) as *const _);
+                let words = _mm256_i32gather_epi32::<1>(base as *const i32, idx);
+                _mm256_cvtepi32_ps(_mm256_and_si256(words, _mm256_set1_epi32(0xFF)))
+            };
+            Y32([half(0), half(1)])
+        }
         #[inline(always)]
         fn recip(self) -> Self {
             unsafe {

@@ -9,7 +9,7 @@ use num_traits::Zero;
 use rayon::prelude::*;
 
 use super::activation::f_lanes;
-use super::tiles::{count, from_tiles, to_tiles, transpose_tile};
+use super::tiles::{count, from_tiles, to_tiles, transpose_tile, Aligned};
 use super::{add_partials, with_lanes, Lanes, Par, Real, L};
 use crate::spec::Activation;
 
@@ -225,7 +225,7 @@ pub fn linear_forward<T: Real>(
     let chunk = par.tiles_per_chunk(batch) * L;
     out[..batch * nout].par_chunks_mut(chunk * nout).zip(inp[..batch * k].par_chunks(chunk * k)).for_each(|(y, x)| {
         let b = x.len() / k;
-        let (mut xt, mut yt) = (vec![T::zero(); k * L], vec![T::zero(); nout * L]);
+        let (mut xt, mut yt) = (Aligned::<T>::zeros(k * L), Aligned::<T>::zeros(nout * L));
         for t in 0..count(b) {
             let m = (b - t * L).min(L);
             to_tiles(&mut xt, &x[t * L * k..], m, k);
@@ -261,8 +261,8 @@ pub fn linear_backward<T: Real>(
         .map(|((dx, dy), x)| {
             let b = x.len() / k;
             let tiles = count(b);
-            let (mut xt, mut dxt) = (vec![T::zero(); k * L], vec![T::zero(); k * L]);
-            let (mut douts, mut xts) = (vec![T::zero(); tiles * nout * L], vec![T::zero(); tiles * L * kp]);
+            let (mut xt, mut dxt) = (Aligned::<T>::zeros(k * L), Aligned::<T>::zeros(k * L));
+            let (mut douts, mut xts) = (Aligned::<T>::zeros(tiles * nout * L), Aligned::<T>::zeros(tiles * L * kp));
             for t in 0..tiles {
                 let m = (b - t * L).min(L);
                 to_tiles(&mut xt, &x[t * L * k..], m, k);

@@ -85,7 +85,8 @@ pub trait Real:
         for &k in &Self::EXP_TAYLOR[1..] {
             p = p.mul_add(r, c(k));
         }
-        let v = p * t.pow2_of_magic();
+        // p·2ⁿ as (p·2)·2ⁿ⁻¹, so that n at the top of the range does not overflow 2ⁿ.
+        let v = (p + p) * (t - Self::one()).pow2_of_magic();
         if x > c(Self::EXP_HI) {
             Self::infinity()
         } else if c(Self::EXP_LO) > x {

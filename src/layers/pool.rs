@@ -4,7 +4,7 @@
 use num_traits::{NumCast, One, Zero};
 use rayon::prelude::*;
 
-use super::tiles::{count, from_tiles, to_tiles};
+use super::tiles::{count, from_tiles, to_tiles, Aligned};
 use super::{with_lanes, Lanes, Real, L};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +138,7 @@ pub fn pool_forward<T: Real>(out: &mut [T], inp: &[T], g: &PoolGeom) {
     out[..planes * ol].par_chunks_mut(piece * ol).zip(inp[..planes * il].par_chunks(piece * il)).for_each(
         |(out, inp)| {
             let p = inp.len() / il;
-            let (mut xt, mut yt) = (vec![T::zero(); il * L], vec![T::zero(); ol * L]);
+            let (mut xt, mut yt) = (Aligned::<T>::zeros(il * L), Aligned::<T>::zeros(ol * L));
             for t in 0..count(p) {
                 let n = (p - t * L).min(L);
                 to_tiles(&mut xt, &inp[t * L * il..], n, il);
@@ -163,7 +163,7 @@ pub fn pool_backward<T: Real>(dinp: &mut [T], inp: &[T], dout: &[T], g: &PoolGeo
         .for_each(|((dinp, inp), dout)| {
             let p = inp.len() / il;
             let (mut xt, mut dyt, mut dxt) =
-                (vec![T::zero(); il * L], vec![T::zero(); ol * L], vec![T::zero(); il * L]);
+                (Aligned::<T>::zeros(il * L), Aligned::<T>::zeros(ol * L), Aligned::<T>::zeros(il * L));
             for t in 0..count(p) {
                 let n = (p - t * L).min(L);
                 to_tiles(&mut xt, &inp[t * L * il..], n, il);

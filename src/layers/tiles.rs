@@ -2,7 +2,62 @@
 //! stored as ⌈B/L⌉ tiles of `[numel][L]`: value f of example b sits at
 //! `(b / L)·numel·L + f·L + b % L`. Lanes past the end of the batch hold zeros.
 
+use std::ops::{Deref, DerefMut};
+
 use super::{Real, L};
+
+/// A zero-filled buffer whose first element sits on a 64-byte boundary, so that
+/// every tile row (L values) is one cache line and vector loads never straddle two
+/// (heap blocks from malloc are only 16-byte aligned: unaligned, every 512-bit load
+/// of a row would touch two lines).
+pub struct Aligned<T> {
+    buf: Vec<T>,
+    off: usize,
+    len: usize,
+}
+
+impl<T: Real> Aligned<T> {
+    pub fn zeros(len: usize) -> Self {
+        let slack = 64 / std::mem::size_of::<T>();
+        let buf = vec![T::zero(); len + slack];
+        let off = buf.as_ptr().align_offset(64).min(slack);
+        Aligned { buf, off, len }
+    }
+}
+
+impl<T> Default for Aligned<T> {
+    fn default() -> Self {
+        Aligned { buf: Vec::new(), off: 0, len: 0 }
+    }
+}
+
+impl<T> Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl<T> DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf[self.off..self.off + self.len]
+    }
+}
+
+impl<T: Clone> Clone for Aligned<T> {
+    fn clone(&self) -> Self {
+        // A fresh allocation has its own alignment offset.
+        let slack = self.buf.len() - self.len;
+        let mut buf = Vec::with_capacity(self.len + slack);
+        buf.extend_from_slice(&self.buf[self.off..self.off + self.len]);
+        buf.extend_from_slice(&self.buf[..slack]);
+        let off = buf.as_ptr().align_offset(64).min(slack);
+        if off > 0 {
+            buf.rotate_right(off);
+        }
+        Aligned { buf, off, len: self.len }
+    }
+}
 
 /// Tiles needed for `batch` examples.
 pub fn count(batch: usize) -> usize {
@@ -56,6 +111,21 @@ pub fn transpose_tile<T: Real>(dst: &mut [T], src: &[T], numel: usize, stride: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_buffers_are_aligned() {
+        for len in [1, 15, 16, 1000, 100_000] {
+            let a = Aligned::<f32>::zeros(len);
+            assert_eq!(a.len(), len);
+            assert_eq!(a.as_ptr() as usize % 64, 0);
+            let mut b = Aligned::<f64>::zeros(len);
+            b[len - 1] = 2.0;
+            assert_eq!(b.as_ptr() as usize % 64, 0);
+            let c = b.clone();
+            assert_eq!(c.as_ptr() as usize % 64, 0);
+            assert_eq!(&c[..], &b[..]);
+        }
+    }
 
     #[test]
     fn round_trip_and_zero_padding() {

@@ -1,0 +1,222 @@
+//! The CPU engine's fused program (tiles of 16 examples, activations fused into
+//! convolutions and linear layers, one parallel region per pass) against the
+//! per-layer program on the same engine, and against the f64 reference chain of
+//! tests/network.rs on every instruction set the kernels are compiled for.
+
+use lenet::engine::cpu::CpuEngine;
+use lenet::layers::simd::isa;
+use lenet::network::Network;
+use lenet::spec::{Activation, LayerSpec, LenetOptions, Spec};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Architectures that exercise every path: both presets, tanh on 32×32, a leaky
+/// ReLU with a negative slope (not fused: its derivative needs the input), and odd
+/// geometry (stride-2 convolution, padding in the middle, overlapping max pooling,
+/// kernels other than 5, an activation first, flatten without a linear layer after).
+fn specs() -> Vec<Spec> {
+    let tanh32 =
+        Spec::lenet("tanh32", &LenetOptions { activation: Activation::Tanh, input_size: 32, ..LenetOptions::d2l() });
+    let negative =
+        Spec::lenet("negative", &LenetOptions { activation: Activation::LeakyRelu(-0.3), ..LenetOptions::relu() });
+    let odd = Spec::from_toml(
+        r#"
+name = "odd"
+[input]
+size = 28
+[[layers]]
+type = "sigmoid"
+[[layers]]
+type = "conv"
+out_channels = 5
+kernel = 3
+stride = 2
+padding = 1
+[[layers]]
+type = "leaky-relu"
+slope = 0.2
+[[layers]]
+type = "max-pool"
+size = 3
+stride = 2
+[[layers]]
+type = "conv"
+out_channels = 9
+kernel = 2
+padding = 1
+[[layers]]
+type = "tanh"
+[[layers]]
+type = "avg-pool"
+size = 2
+stride = 1
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "linear"
+out_features = 13
+[[layers]]
+type = "relu"
+[[layers]]
+type = "linear"
+out_features = 10
+"#,
+    )
+    .unwrap();
+    vec![Spec::preset("d2l").unwrap(), Spec::preset("relu").unwrap(), tanh32, negative, odd]
+}
+
+fn setup(spec: &Spec, batch: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<u8>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = spec.resolve().unwrap().iter().map(|l| l.param_count()).sum();
+    let s = spec.input.size;
+    let params = (0..n).map(|_| rng.gen_range(-0.3..0.3)).collect();
+    let x = (0..batch * s * s).map(|_| rng.gen_range(-0.5..1.0)).collect();
+    let labels = (0..batch).map(|_| rng.gen_range(0..10u8)).collect();
+    (params, x, labels)
+}
+
+/// One training step's numbers: every layer's output, the loss, the gradients.
+struct Step {
+    outputs: Vec<Vec<f32>>,
+    loss: f64,
+    correct: usize,
+    grads: Vec<f32>,
+}
+
+fn step(engine: CpuEngine, spec: &Spec, params: &[f32], x: &[f32], labels: &[u8]) -> Step {
+    let batch = labels.len();
+    let mut net = Network::new(engine, spec).unwrap();
+    net.set_params(params).unwrap();
+    net.load_batch_values(x, labels).unwrap();
+    net.zero_grad();
+    net.forward(batch);
+    let stats = net.loss(batch, true);
+    net.backward(batch);
+    let outputs = (0..spec.layers.len()).map(|i| net.activation(i, batch)).collect();
+    Step { outputs, loss: stats.mean(), correct: stats.correct, grads: net.grads() }
+}
+
+fn close(name: &str, got: &[f32], want: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= rel * (scale + w.abs()), "{name}[{i}]: {g} vs {w} (scale {scale})");
+    }
+}
+
+#[test]
+fn fused_program_matches_the_layerwise_program() {
+    for spec in specs() {
+        for (threads, batch) in [(1, 5), (2, 37), (3, 64), (2, 1)] {
+            let (params, x, labels) = setup(&spec, batch, 7 + batch as u64);
+            let fused = step(CpuEngine::new(threads).unwrap(), &spec, &params, &x, &labels);
+            let reference = step(CpuEngine::new(threads).unwrap().layerwise(), &spec, &params, &x, &labels);
+            let what = format!("{} threads {threads} batch {batch}", spec.name);
+            for (i, (a, b)) in fused.outputs.iter().zip(&reference.outputs).enumerate() {
+                close(&format!("{what}: layer {i} output"), a, b, 2e-5);
+            }
+            assert!((fused.loss - reference.loss).abs() < 1e-5 * reference.loss, "{what}: loss");
+            assert_eq!(fused.correct, reference.correct, "{what}: correct");
+            close(&format!("{what}: grads"), &fused.grads, &reference.grads, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn fused_program_is_bit_identical_run_to_run_and_survives_batch_size_changes() {
+    let spec = Spec::preset("d2l").unwrap();
+    let (params, x, labels) = setup(&spec, 100, 3);
+    let run = || {
+        let mut net = Network::new(CpuEngine::new(2).unwrap(), &spec).unwrap();
+        net.set_params(&params).unwrap();
+        let mut out = Vec::new();
+        // A small batch, a large one (the buffers grow), the small one again.
+        for n in [33, 100, 33] {
+            net.load_batch_values(&x[..n * 784], &labels[..n]).unwrap();
+            net.zero_grad();
+            net.forward(n);
+            out.push(net.loss(n, true).mean().to_bits() as u32);
+            net.backward(n);
+            out.extend(net.grads().iter().map(|g| g.to_bits()));
+        }
+        out
+    };
+    let (a, b) = (run(), run());
+    assert!(a == b, "two runs differ");
+    // The third step (33 examples after 100) equals the first.
+    let n = (a.len() - 3) / 3;
+    assert_eq!(a[..n + 1], a[2 * (n + 1)..], "a step after a larger batch differs");
+}
+
+/// Runs under `kernels_agree_on_every_instruction_set` in a child process with
+/// LENET_ISA set (the choice is made once per process).
+#[test]
+#[ignore = "run by kernels_agree_on_every_instruction_set"]
+fn isa_probe() {
+    let want = std::env::var("LENET_ISA").unwrap_or_default();
+    eprintln!("isa_probe: LENET_ISA={want:?}, running {}", isa().name());
+    if want == "baseline" {
+        assert_eq!(isa().name(), "baseline");
+    }
+    for spec in specs() {
+        let (params, x, labels) = setup(&spec, 21, 11);
+        let fused = step(CpuEngine::new(2).unwrap(), &spec, &params, &x, &labels);
+        let reference = step(CpuEngine::new(2).unwrap().layerwise(), &spec, &params, &x, &labels);
+        close(&format!("{} on {}", spec.name, isa().name()), &fused.grads, &reference.grads, 1e-4);
+        for (i, (a, b)) in fused.outputs.iter().zip(&reference.outputs).enumerate() {
+            close(&format!("{} on {}: layer {i}", spec.name, isa().name()), a, b, 2e-5);
+        }
+    }
+    // The f64 layer functions (the gradient checks' path) on this instruction set.
+    let g = lenet::layers::conv::ConvGeom { c: 2, h: 6, w: 5, o: 3, k: 3, pad: 1, stride: 1 };
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let xs: Vec<f64> = (0..2 * g.in_len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let w: Vec<f64> = (0..g.weight_len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let mut out = vec![0.0; 2 * g.out_len()];
+    lenet::layers::conv::conv2d_forward(&mut out, &xs, &w, &[0.5, -0.5, 0.0], &g, 2, lenet::layers::Par::SERIAL);
+    // Output (example 1, channel 1, row 2, column 2) from the definition.
+    let mut s = -0.5;
+    for c in 0..2 {
+        for i in 0..3 {
+            for j in 0..3 {
+                s += w[((2 + c) * 3 + i) * 3 + j] * xs[((2 + c) * 6 + 1 + i) * 5 + 1 + j];
+            }
+        }
+    }
+    let got = out[g.out_len() + (6 + 2) * 5 + 2];
+    assert!((got - s).abs() < 1e-12, "{got} vs {s}");
+}
+
+#[test]
+fn kernels_agree_on_every_instruction_set() {
+    let exe = std::env::current_exe().unwrap();
+    for want in ["avx2", "baseline", ""] {
+        let out = std::process::Command::new(&exe)
+            .args(["isa_probe", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("LENET_ISA", want)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "LENET_ISA={want:?}:\n{text}");
+        assert!(text.contains("isa_probe: LENET_ISA"), "the probe did not run:\n{text}");
+        assert!(text.contains("1 passed"), "{text}");
+    }
+    eprintln!("this CPU's best: {}", isa().name());
+}
+
+#[test]
+fn pre_activation_outputs_are_recomputed_exactly() {
+    // In the fused program a convolution's own output (before its activation) is not
+    // kept; asking for it recomputes it. It must equal the layerwise program's.
+    let spec = Spec::preset("d2l").unwrap();
+    let (params, x, labels) = setup(&spec, 19, 5);
+    let fused = step(CpuEngine::new(2).unwrap(), &spec, &params, &x, &labels);
+    let reference = step(CpuEngine::new(2).unwrap().layerwise(), &spec, &params, &x, &labels);
+    assert!(matches!(spec.layers[0], LayerSpec::Conv { .. }) && matches!(spec.layers[1], LayerSpec::Sigmoid));
+    close("conv 0 pre-activation", &fused.outputs[0], &reference.outputs[0], 1e-6);
+    // And the sigmoid of it is the next layer's output.
+    for (z, y) in fused.outputs[0].iter().zip(&fused.outputs[1]) {
+        assert!((1.0 / (1.0 + (-z).exp()) - y).abs() < 1e-6);
+    }
+}
