@@ -151,7 +151,10 @@ pub fn run<E: Engine>(
     train: &Split,
     test: &Split,
     on_repeat: &mut dyn FnMut(&str, usize, f64),
-) -> Result<BenchReport> {
+) -> Result<BenchReport>
+where
+    Network<E>: Send,
+{
     let started = Instant::now();
     if config.batch == 0 || config.repeats == 0 {
         bail!("--batch and --repeats must be at least 1");
@@ -247,7 +250,8 @@ pub fn run<E: Engine>(
     })
 }
 
-/// A forward pass and the loss (no gradients) over `batches` batches of `indices`.
+/// Inference (forward pass, loss without gradients, logits) over `batches` batches of
+/// `indices`, as `lenet eval` does it.
 /// Returns the examples seen.
 #[inline(never)]
 fn eval_steps<E: Engine>(
@@ -256,14 +260,14 @@ fn eval_steps<E: Engine>(
     indices: &[u32],
     batch: usize,
     batches: usize,
-) -> usize {
+) -> usize
+where
+    Network<E>: Send,
+{
     let (mut seen, mut correct) = (0, 0);
     for idx in indices.chunks(batch).take(batches) {
-        let b = idx.len();
-        net.load_batch(examples, idx);
-        net.forward(b);
-        correct += net.loss(b, false).correct;
-        seen += b;
+        correct += net.infer(examples, idx).0.correct;
+        seen += idx.len();
     }
     std::hint::black_box(correct);
     seen
@@ -287,7 +291,10 @@ fn train_steps<E: Engine>(
     epoch: &mut Epoch,
     config: &BenchConfig,
     batches: usize,
-) -> (usize, (f64, f64), f64) {
+) -> (usize, (f64, f64), f64)
+where
+    Network<E>: Send,
+{
     let started = Instant::now();
     let n = epoch.order.len();
     let (mut seen, mut first, mut last) = (0, (f64::NAN, f64::NAN), f64::NAN);
@@ -299,12 +306,7 @@ fn train_steps<E: Engine>(
         let idx = &epoch.order[epoch.cursor..(epoch.cursor + config.batch).min(n)];
         let b = idx.len();
         epoch.cursor += b;
-        net.load_batch(examples, idx);
-        net.zero_grad();
-        net.forward(b);
-        let loss = net.loss(b, true).mean();
-        net.backward(b);
-        net.step(opt, config.lr);
+        let loss = net.train_step(examples, idx, opt, config.lr, None).mean();
         if first.0.is_nan() {
             first = (loss, started.elapsed().as_secs_f64());
         }

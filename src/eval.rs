@@ -69,7 +69,10 @@ impl fmt::Display for EvalResult {
 }
 
 /// Run the network over every example of `examples`, `batch` at a time.
-pub fn evaluate<E: Engine>(net: &mut Network<E>, examples: &E::Examples, batch: usize) -> EvalResult {
+pub fn evaluate<E: Engine>(net: &mut Network<E>, examples: &E::Examples, batch: usize) -> EvalResult
+where
+    Network<E>: Send,
+{
     let n = E::example_count(examples);
     let classes = net.num_classes();
     let mut confusion = vec![vec![0usize; classes]; classes];
@@ -78,14 +81,11 @@ pub fn evaluate<E: Engine>(net: &mut Network<E>, examples: &E::Examples, batch: 
     let indices: Vec<u32> = (0..n as u32).collect();
     let labels = E::labels(examples);
     for chunk in indices.chunks(batch.max(1)) {
-        let b = chunk.len();
-        net.load_batch(examples, chunk);
-        net.forward(b);
-        let stats = net.loss(b, false);
+        let (stats, logits) = net.infer(examples, chunk);
         loss_sum += stats.weighted_loss_sum;
         weight_sum += stats.weight_sum;
         correct += stats.correct;
-        for (row, &i) in net.logits(b).chunks(classes).zip(chunk) {
+        for (row, &i) in logits.chunks(classes).zip(chunk) {
             let p = argmax(row);
             confusion[labels[i as usize] as usize][p] += 1;
             predictions.push(p as u8);

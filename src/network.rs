@@ -161,6 +161,67 @@ impl<E: Engine> Network<E> {
         Ok(())
     }
 
+    /// `f(self)` on the engine's worker threads (see [`Engine::workers`]): for loops
+    /// of passes, which then start without a hand-off between threads.
+    pub fn on_workers<R: Send>(&mut self, f: impl FnOnce(&mut Self) -> R + Send) -> R
+    where
+        Self: Send,
+    {
+        match self.engine.workers() {
+            Some(pool) => pool.install(|| f(self)),
+            None => f(self),
+        }
+    }
+
+    /// One training step on the examples at `indices` of a resident split: forward,
+    /// loss, backward, gradient clipping to norm `clip` (if given) and the optimizer's
+    /// update at `lr`, as one job on the engine's workers. A non-finite loss stops the
+    /// step before the backward pass (the parameters are left as they were); the
+    /// caller sees it in the returned statistics.
+    pub fn train_step(
+        &mut self,
+        examples: &E::Examples,
+        indices: &[u32],
+        opt: &mut Optimizer,
+        lr: f64,
+        clip: Option<f32>,
+    ) -> LossStats
+    where
+        Self: Send,
+    {
+        self.on_workers(|net| {
+            let n = indices.len();
+            net.load_batch(examples, indices);
+            net.zero_grad();
+            net.forward(n);
+            let stats = net.loss(n, true);
+            if stats.mean().is_finite() {
+                net.backward(n);
+                if let Some(max) = clip {
+                    net.clip_grad_norm(max);
+                }
+                net.step(opt, lr);
+            }
+            stats
+        })
+    }
+
+    /// The examples at `indices` of a resident split through the network, without
+    /// gradients, as one job on the engine's workers: the loss statistics against
+    /// their labels and the logits (B, classes).
+    pub fn infer(&mut self, examples: &E::Examples, indices: &[u32]) -> (LossStats, Vec<f32>)
+    where
+        Self: Send,
+    {
+        self.on_workers(|net| {
+            let n = indices.len();
+            net.load_batch(examples, indices);
+            net.forward(n);
+            let stats = net.loss(n, false);
+            (stats, net.logits(n))
+        })
+    }
+
     /// Run every layer on the loaded batch of `batch` examples.
     pub fn forward(&mut self, batch: usize) {
         self.program.forward(&self.engine, &self.params, batch);

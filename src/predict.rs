@@ -304,7 +304,10 @@ pub fn top_k(probabilities: &[f64], k: usize) -> Vec<(usize, f64)> {
 
 /// Class probabilities of every image, as the network sees them after the
 /// input fit of its architecture (the same path as training and `lenet eval`).
-pub fn probabilities<E: Engine>(net: &mut Network<E>, images: &Images, batch: usize) -> Vec<Vec<f64>> {
+pub fn probabilities<E: Engine>(net: &mut Network<E>, images: &Images, batch: usize) -> Vec<Vec<f64>>
+where
+    Network<E>: Send,
+{
     let input = net.spec().input.clone();
     let labels = vec![0u8; images.count];
     let examples = net.engine.upload_examples(images, &labels, &input);
@@ -312,9 +315,7 @@ pub fn probabilities<E: Engine>(net: &mut Network<E>, images: &Images, batch: us
     let indices: Vec<u32> = (0..images.count as u32).collect();
     let mut out = Vec::with_capacity(images.count);
     for chunk in indices.chunks(batch.max(1)) {
-        net.load_batch(&examples, chunk);
-        net.forward(chunk.len());
-        out.extend(net.logits(chunk.len()).chunks(classes).map(softmax));
+        out.extend(net.infer(&examples, chunk).1.chunks(classes).map(softmax));
     }
     out
 }

@@ -209,7 +209,10 @@ pub struct Trainer<E: Engine> {
     pub history: Vec<EpochMetrics>,
 }
 
-impl<E: Engine> Trainer<E> {
+impl<E: Engine> Trainer<E>
+where
+    Network<E>: Send,
+{
     /// A fresh run: parameters initialised from the seed, or taken from `initial`
     /// (fine-tuning), with a fresh optimizer.
     pub fn new(engine: E, config: TrainConfig, train: &Split, test: &Split, initial: Option<&[f32]>) -> Result<Self> {
@@ -296,19 +299,11 @@ impl<E: Engine> Trainer<E> {
         for (b, idx) in order.chunks(self.config.batch).enumerate() {
             let t = Instant::now();
             let n = idx.len();
-            self.net.load_batch(&self.train, idx);
-            self.net.zero_grad();
-            self.net.forward(n);
-            let stats = self.net.loss(n, true);
+            let stats = self.net.train_step(&self.train, idx, &mut self.opt, lr, self.config.clip_grad_norm);
             let loss = stats.mean();
             if !loss.is_finite() {
                 return Err(Diverged { epoch, batch: b + 1, loss, lr, suggested: lr / 2.0 }.into());
             }
-            self.net.backward(n);
-            if let Some(max) = self.config.clip_grad_norm {
-                self.net.clip_grad_norm(max);
-            }
-            self.net.step(&mut self.opt, lr);
             train_secs += t.elapsed().as_secs_f64();
             // As d2l: the batch's mean loss weighted by its size.
             loss_sum += loss * n as f64;

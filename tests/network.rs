@@ -210,3 +210,62 @@ fn same_thread_count_is_bit_identical() {
     let (a, b) = (run(), run());
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+/// `train_step` and `infer` (one job on the engine's workers each) do exactly what
+/// the separate passes do, bit for bit; a step whose loss is not finite leaves the
+/// parameters alone.
+#[test]
+fn train_step_and_infer_are_the_passes_in_one_job() {
+    use lenet::data::idx::Images;
+    use lenet::engine::Engine;
+    use lenet::optim::{Optimizer, OptimizerKind};
+
+    let spec = Spec::preset("d2l").unwrap();
+    let (params, _, _) = setup(&spec, 1, 5);
+    let params: Vec<f32> = params.iter().map(|&v| v as f32).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let count = 100;
+    let images = Images { count, rows: 28, cols: 28, pixels: (0..count * 784).map(|_| rng.gen()).collect() };
+    let labels: Vec<u8> = (0..count).map(|_| rng.gen_range(0..10)).collect();
+    let indices: Vec<u32> = (0..count as u32).rev().step_by(3).collect();
+    let kind = OptimizerKind::Sgd { momentum: 0.9, nesterov: false, weight_decay: 1e-3 };
+    let new_net = || {
+        let mut net = Network::new(CpuEngine::new(2).unwrap(), &spec).unwrap();
+        net.set_params(&params).unwrap();
+        let examples = net.engine.upload_examples(&images, &labels, &spec.input);
+        (net, examples, Optimizer::new(kind, params.len()).unwrap())
+    };
+
+    let (mut a, ex_a, mut opt_a) = new_net();
+    let (mut b, ex_b, mut opt_b) = new_net();
+    let n = indices.len();
+    for _ in 0..3 {
+        let stats = a.train_step(&ex_a, &indices, &mut opt_a, 0.1, Some(1.0));
+        b.load_batch(&ex_b, &indices);
+        b.zero_grad();
+        b.forward(n);
+        let expected = b.loss(n, true);
+        b.backward(n);
+        b.clip_grad_norm(1.0);
+        b.step(&mut opt_b, 0.1);
+        assert_eq!(stats.mean().to_bits(), expected.mean().to_bits());
+        assert_eq!(stats.correct, expected.correct);
+    }
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    assert_eq!(bits(a.params()), bits(b.params()));
+    assert_ne!(bits(a.params()), bits(params.clone()), "the steps changed nothing");
+
+    let (stats, logits) = a.infer(&ex_a, &indices);
+    b.load_batch(&ex_b, &indices);
+    b.forward(n);
+    assert_eq!(stats.mean().to_bits(), b.loss(n, false).mean().to_bits());
+    assert_eq!(bits(logits), bits(b.logits(n)));
+
+    // A diverged step: the loss is reported, the parameters stay.
+    let mut broken = params.clone();
+    broken[0] = f32::NAN;
+    a.set_params(&broken).unwrap();
+    let stats = a.train_step(&ex_a, &indices, &mut opt_a, 0.1, None);
+    assert!(!stats.mean().is_finite());
+    assert_eq!(bits(a.params()), bits(broken));
+}

@@ -19,7 +19,7 @@ use crate::optim::{clip_grad_norm, Optimizer};
 use crate::spec::{Activation, InputSpec};
 
 pub struct CpuEngine {
-    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) pool: std::sync::Arc<rayon::ThreadPool>,
     threads: usize,
     fused: bool,
 }
@@ -37,7 +37,7 @@ impl CpuEngine {
     pub fn new(threads: usize) -> anyhow::Result<Self> {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-        Ok(Self { pool, threads, fused: true })
+        Ok(Self { pool: std::sync::Arc::new(pool), threads, fused: true })
     }
 
     /// This engine running networks layer by layer ([`super::Layerwise`]) instead of
@@ -57,6 +57,9 @@ impl CpuEngine {
 }
 
 impl Engine for CpuEngine {
+    fn workers(&self) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+        Some(self.pool.clone())
+    }
     type Buf = Vec<f32>;
     type View<'a> = &'a [f32];
     type ViewMut<'a> = &'a mut [f32];

@@ -98,6 +98,14 @@ pub trait Engine: Sync + Sized + 'static {
     /// E.g. `cpu (2 threads)`.
     fn describe(&self) -> String;
 
+    /// The thread pool this engine's passes run on, if it has one. A loop of passes
+    /// run inside it ([`crate::network::Network::on_workers`]) has the calling thread
+    /// work as one of the pool's threads, instead of handing every pass to the pool
+    /// and sleeping until it is done (two wake-ups per pass).
+    fn workers(&self) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+        None
+    }
+
     /// The network program this engine runs `chain` with (by default the
     /// per-layer [`Layerwise`] one).
     fn program(&self, chain: &Chain) -> Box<dyn Program<Self>> {

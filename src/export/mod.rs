@@ -26,14 +26,15 @@ pub fn state_dict(ck: &Checkpoint) -> Checkpoint {
 }
 
 /// The logits (N, classes) of every example of `examples`, `batch` at a time.
-pub fn logits<E: Engine>(net: &mut Network<E>, examples: &E::Examples, batch: usize) -> Vec<f32> {
+pub fn logits<E: Engine>(net: &mut Network<E>, examples: &E::Examples, batch: usize) -> Vec<f32>
+where
+    Network<E>: Send,
+{
     let n = E::example_count(examples);
     let mut out = Vec::with_capacity(n * net.num_classes());
     let indices: Vec<u32> = (0..n as u32).collect();
     for chunk in indices.chunks(batch.max(1)) {
-        net.load_batch(examples, chunk);
-        net.forward(chunk.len());
-        out.extend(net.logits(chunk.len()));
+        out.extend(net.infer(examples, chunk).1);
     }
     out
 }
