@@ -29,10 +29,16 @@ fn forward_block<V: Lanes, const MN: usize>(
         acc[mn] = V::splat(b[n0 + mn]);
     }
     let w = &w[n0 * k..(n0 + MN) * k];
+    let inp = &inp[..k * L];
+    let (wp, xp) = (w.as_ptr(), inp.as_ptr());
     for q in 0..k {
-        let x = V::load(&inp[q * L..]);
-        for mn in 0..MN {
-            acc[mn] = V::splat(w[mn * k + q]).fma(x, acc[mn]);
+        // SAFETY: q < k and mn < MN, so q·L + L ≤ inp.len() and mn·k + q < w.len()
+        // (both lengths fixed by the slicing above): the loop needs no bounds checks.
+        unsafe {
+            let x = V::load_ptr(xp.add(q * L));
+            for (mn, a) in acc.iter_mut().enumerate() {
+                *a = V::splat(*wp.add(mn * k + q)).fma(x, *a);
+            }
         }
     }
     for (mn, &a) in acc.iter().enumerate() {
