@@ -216,7 +216,7 @@ impl<E: Engine> Network<E> {
         self.on_workers(|net| {
             let n = indices.len();
             net.load_batch(examples, indices);
-            net.forward(n);
+            net.program.forward_inference(&net.engine, &net.params, n);
             let stats = net.loss(n, false);
             (stats, net.logits(n))
         })

@@ -255,11 +255,17 @@ fn train_step_and_infer_are_the_passes_in_one_job() {
     assert_eq!(bits(a.params()), bits(b.params()));
     assert_ne!(bits(a.params()), bits(params.clone()), "the steps changed nothing");
 
-    let (stats, logits) = a.infer(&ex_a, &indices);
-    b.load_batch(&ex_b, &indices);
-    b.forward(n);
-    assert_eq!(stats.mean().to_bits(), b.loss(n, false).mean().to_bits());
-    assert_eq!(bits(logits), bits(b.logits(n)));
+    // Inference reuses the intermediate buffers of each chunk's tile pairs: batches of
+    // 1, 3 and 7 tiles (up to 4 tiles, two pairs, a chunk on 2 threads), odd lanes.
+    let all: Vec<u32> = (0..count as u32).collect();
+    for idx in [&indices[..], &all[..], &all[..5]] {
+        let n = idx.len();
+        let (stats, logits) = a.infer(&ex_a, idx);
+        b.load_batch(&ex_b, idx);
+        b.forward(n);
+        assert_eq!(stats.mean().to_bits(), b.loss(n, false).mean().to_bits(), "batch of {n}");
+        assert_eq!(bits(logits), bits(b.logits(n)), "batch of {n}");
+    }
 
     // A diverged step: the loss is reported, the parameters stay.
     let mut broken = params.clone();
@@ -268,4 +274,21 @@ fn train_step_and_infer_are_the_passes_in_one_job() {
     let stats = a.train_step(&ex_a, &indices, &mut opt_a, 0.1, None);
     assert!(!stats.mean().is_finite());
     assert_eq!(bits(a.params()), bits(broken));
+}
+
+/// After `infer` only the logits are kept: asking for another layer's output is a
+/// programming error, refused rather than answered with another batch's values.
+#[test]
+#[should_panic(expected = "inference-only")]
+fn layer_outputs_after_inference_are_refused() {
+    use lenet::data::idx::Images;
+    use lenet::engine::Engine;
+
+    let spec = Spec::preset("d2l").unwrap();
+    let mut net = Network::new(CpuEngine::new(2).unwrap(), &spec).unwrap();
+    let images = Images { count: 40, rows: 28, cols: 28, pixels: vec![7; 40 * 784] };
+    let examples = net.engine.upload_examples(&images, &[1; 40], &spec.input);
+    let indices: Vec<u32> = (0..40).collect();
+    net.infer(&examples, &indices);
+    net.activation(0, 40);
 }

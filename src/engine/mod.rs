@@ -68,6 +68,12 @@ pub trait Program<E: Engine>: Send {
     fn load_values(&mut self, engine: &E, x: &[f32], labels: &[u8]);
     /// Run every layer on the loaded batch of `batch` examples.
     fn forward(&mut self, engine: &E, params: &E::Buf, batch: usize);
+    /// [`Self::forward`] for inference: afterwards only the loss and the last layer's
+    /// output may be asked for (no backward pass, no other layer's output), so a
+    /// program may reuse the intermediate buffers.
+    fn forward_inference(&mut self, engine: &E, params: &E::Buf, batch: usize) {
+        self.forward(engine, params, batch);
+    }
     /// Loss and accuracy of the last forward pass; with `grad`, also ∂L/∂logits.
     fn loss(&mut self, engine: &E, batch: usize, class_weights: Option<&E::Buf>, grad: bool) -> LossStats;
     /// Backpropagate from ∂L/∂logits, accumulating (`+=`) into `grads`.

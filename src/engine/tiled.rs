@@ -120,6 +120,8 @@ pub struct Tiled {
     /// Flipped weights of each convolution step (for input gradients).
     wflip: Vec<Vec<f32>>,
     profiling: bool,
+    /// Whether the last forward pass kept every tile's values (see [`ForwardChunk::keep`]).
+    kept: bool,
     /// Seconds outside the chunks when profiling: [load, loss, reduce across chunks].
     prof_serial: [f64; 3],
 }
@@ -185,6 +187,7 @@ impl Tiled {
             labels: Vec::new(),
             wflip,
             profiling: false,
+            kept: false,
             prof_serial: [0.0; 3],
         }
     }
@@ -265,6 +268,19 @@ impl Tiled {
         (per, tiles.div_ceil(per))
     }
 
+    fn run_forward(&mut self, engine: &CpuEngine, params: &[f32], batch: usize, keep: bool) {
+        self.kept = keep;
+        let (per, used) = self.split(batch);
+        let tiles = count(batch);
+        let (steps, profiling) = (&self.steps, self.profiling);
+        engine.pool.install(|| {
+            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
+                let tiles = tile_range(ci, per, tiles).len();
+                dispatch(ForwardChunk { steps, c, tiles, params, keep, profiling });
+            });
+        });
+    }
+
     /// Host copy (B, numel) of value `v`.
     fn download_value(&self, v: usize, batch: usize) -> Vec<f32> {
         let numel = self.numels[v];
@@ -280,12 +296,13 @@ impl Tiled {
     }
 }
 
-/// Run step `s` forward on local tile `t` of a chunk.
+/// Run step `s` forward on one tile of a chunk, reading its input from tile slot
+/// `ti` of the step's input value and writing tile slot `to` of its output value.
 #[inline(always)]
-fn step_forward<V: Lanes<T = f32>>(s: &Step, c: &mut Chunk, si: usize, t: usize, params: &[f32]) {
+fn step_forward<V: Lanes<T = f32>>(s: &Step, c: &mut Chunk, si: usize, (ti, to): (usize, usize), params: &[f32]) {
     let (before, after) = c.vals.split_at_mut(s.output);
-    let x = &before[s.input][t * s.in_numel * L..(t + 1) * s.in_numel * L];
-    let y = &mut after[0][t * s.out_numel * L..(t + 1) * s.out_numel * L];
+    let x = &before[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
+    let y = &mut after[0][to * s.out_numel * L..(to + 1) * s.out_numel * L];
     match &s.kind {
         Kind::Conv { g, w, b, act } => {
             let xp: &[f32] = if g.pad == 0 {
@@ -415,6 +432,9 @@ struct ForwardChunk<'a> {
     c: &'a mut Chunk,
     tiles: usize,
     params: &'a [f32],
+    /// Keep every tile's values (for the backward pass and [`Program::output`]);
+    /// else only the input's and the last step's, the others reusing two slots.
+    keep: bool,
     profiling: bool,
 }
 
@@ -423,11 +443,38 @@ impl Kernel<f32> for ForwardChunk<'_> {
     #[inline(always)]
     fn run<V: Lanes<T = f32>>(self) {
         let mut clock = Lap::new(self.profiling);
-        for t in 0..self.tiles {
+        let last = self.steps.last().map_or(0, |s| s.output);
+        // Two tiles at a time: the linear layers take both at once (see
+        // linear::forward_tile2), every other step one after the other.
+        let mut t = 0;
+        while t < self.tiles {
+            let pair = t + 1 < self.tiles;
+            // Tile t's slot in value v; tile t + 1 is in the slot after it. Without
+            // `keep`, a pair's intermediate values overwrite the previous pair's, which
+            // then stay in the core's cache.
+            let slot = |v: usize| if self.keep || v == 0 || v == last { t } else { 0 };
             for (si, s) in self.steps.iter().enumerate() {
-                step_forward::<V>(s, self.c, si, t, self.params);
+                let (ti, to) = (slot(s.input), slot(s.output));
+                match &s.kind {
+                    Kind::Linear { k, n, w, b, act } if pair => {
+                        let (before, after) = self.c.vals.split_at_mut(s.output);
+                        let x = &before[s.input];
+                        let (xa, xb) = (&x[ti * s.in_numel * L..], &x[(ti + 1) * s.in_numel * L..]);
+                        let (ya, yb) =
+                            after[0][to * s.out_numel * L..(to + 2) * s.out_numel * L].split_at_mut(s.out_numel * L);
+                        let (w, b) = (&self.params[w.clone()], &self.params[b.clone()]);
+                        linear::forward_tile2::<V>([ya, yb], [xa, xb], w, b, *k, *n, *act);
+                    }
+                    _ => {
+                        // One call site: each step's kernels are inlined once.
+                        for u in 0..1 + pair as usize {
+                            step_forward::<V>(s, self.c, si, (ti + u, to + u), self.params);
+                        }
+                    }
+                }
                 self.c.prof[si][0] += clock.lap();
             }
+            t += 2;
         }
     }
 }
@@ -522,7 +569,7 @@ impl Kernel<f32> for OneStep<'_> {
     type Output = ();
     #[inline(always)]
     fn run<V: Lanes<T = f32>>(self) {
-        step_forward::<V>(self.s, self.c, self.si, self.t, self.params);
+        step_forward::<V>(self.s, self.c, self.si, (self.t, self.t), self.params);
     }
 }
 
@@ -561,15 +608,11 @@ impl Program<CpuEngine> for Tiled {
     }
 
     fn forward(&mut self, engine: &CpuEngine, params: &Vec<f32>, batch: usize) {
-        let (per, used) = self.split(batch);
-        let tiles = count(batch);
-        let (steps, profiling) = (&self.steps, self.profiling);
-        engine.pool.install(|| {
-            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
-                let tiles = tile_range(ci, per, tiles).len();
-                dispatch(ForwardChunk { steps, c, tiles, params, profiling });
-            });
-        });
+        self.run_forward(engine, params, batch, true);
+    }
+
+    fn forward_inference(&mut self, engine: &CpuEngine, params: &Vec<f32>, batch: usize) {
+        self.run_forward(engine, params, batch, false);
     }
 
     fn loss(&mut self, _engine: &CpuEngine, batch: usize, class_weights: Option<&Vec<f32>>, grad: bool) -> LossStats {
@@ -599,6 +642,7 @@ impl Program<CpuEngine> for Tiled {
     }
 
     fn backward(&mut self, engine: &CpuEngine, params: &Vec<f32>, grads: &mut Vec<f32>, batch: usize) {
+        assert!(self.kept, "backward pass after an inference-only forward pass");
         for (s, wf) in self.steps.iter().zip(&mut self.wflip) {
             if let Kind::Conv { g, w, .. } = &s.kind {
                 conv::flip_weights(wf, &params[w.clone()], g);
@@ -674,6 +718,7 @@ impl Program<CpuEngine> for Tiled {
     }
 
     fn output(&self, _engine: &CpuEngine, params: &Vec<f32>, i: usize, batch: usize) -> Vec<f32> {
+        assert!(self.kept || i + 1 == self.outs.len(), "layer {i}'s output after an inference-only forward pass");
         match self.outs[i] {
             Out::Value(v) => self.download_value(v, batch),
             Out::PreActivation(si) => {
