@@ -149,6 +149,45 @@ fn fused_program_is_bit_identical_run_to_run_and_survives_batch_size_changes() {
     assert_eq!(a[..n + 1], a[2 * (n + 1)..], "a step after a larger batch differs");
 }
 
+/// The f32 sigmoid of the kernels on this process's instruction set against f64:
+/// within 1.5 ulp of 1 everywhere, 1e-6 relative down to x = −80 (below, outputs are
+/// those of −80: under 2e-35), NaN kept.
+fn check_f32_sigmoid() {
+    let mut x: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 5e-4).collect();
+    x.extend([-1e30, -200.0, -80.0, 0.0, -0.0, 87.0, 200.0, 1e30, f32::NEG_INFINITY, f32::INFINITY, f32::NAN]);
+    let mut y = vec![0.0f32; x.len()];
+    lenet::layers::activation::activation_forward(&mut y, &x, Activation::Sigmoid);
+    let (mut worst_abs, mut worst_rel) = (0.0f64, 0.0f64);
+    for (&x, &y) in x.iter().zip(&y) {
+        if x.is_nan() {
+            assert!(y.is_nan(), "sigmoid(NaN) = {y}");
+            continue;
+        }
+        let want = 1.0 / (1.0 + (-(x as f64)).exp());
+        let err = (y as f64 - want).abs();
+        assert!(err <= 1.5 * f32::EPSILON as f64, "sigmoid({x}) = {y}, want {want}");
+        worst_abs = worst_abs.max(err);
+        if x >= -80.0 {
+            assert!(err <= 1e-6 * want, "sigmoid({x}) = {y}, want {want}: relative error {}", err / want);
+            worst_rel = worst_rel.max(err / want);
+        }
+    }
+    let n = y.len();
+    // (+inf: 1 on AVX-512, 1 − 2⁻²⁴ where the reciprocal of 1 comes from two Newton steps)
+    assert!(
+        (0.0..2e-35).contains(&y[n - 3]) && 1.0 - y[n - 2] <= f32::EPSILON / 2.0,
+        "sigmoid(∓inf) = {}, {}",
+        y[n - 3],
+        y[n - 2]
+    );
+    eprintln!("f32 sigmoid on {}: worst absolute error {worst_abs:.3e}, relative {worst_rel:.3e}", isa().name());
+}
+
+#[test]
+fn f32_sigmoid_is_accurate_and_keeps_its_limits() {
+    check_f32_sigmoid();
+}
+
 /// Runs under `kernels_agree_on_every_instruction_set` in a child process with
 /// LENET_ISA set (the choice is made once per process).
 #[test]
@@ -159,6 +198,7 @@ fn isa_probe() {
     if want == "baseline" {
         assert_eq!(isa().name(), "baseline");
     }
+    check_f32_sigmoid();
     for spec in specs() {
         let (params, x, labels) = setup(&spec, 21, 11);
         let fused = step(CpuEngine::new(2).unwrap(), &spec, &params, &x, &labels);

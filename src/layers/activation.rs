@@ -21,7 +21,7 @@ pub(crate) fn f_lanes<V: Lanes>(a: Activation, x: V) -> V {
     // reciprocal estimate; e^80 ≫ 1/ε, so the results are the limits.
     let cap = c::<V>(80.0);
     match a {
-        Activation::Sigmoid => one.add(cap.min(zero.sub(x)).exp()).recip(),
+        Activation::Sigmoid => x.sigmoid(),
         // 1 − 2/(e^{2x} + 1): exact limits ±1.
         Activation::Tanh => one.sub(c::<V>(2.0).mul(cap.min(x.add(x)).exp().add(one).recip())),
         Activation::Relu => x.gt_select(zero, x, zero),
