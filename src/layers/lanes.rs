@@ -326,9 +326,9 @@ pub mod x86 {
         /// generic version clamps it: 1 + e⁻ˣ finite, e⁻ˣ down to 0), e⁻ˣ = 2ⁿ·eʳ with
         /// n = round(−x·log₂e) and r = −x − n·ln2 in one fused step (ln 2 rounded to
         /// f32 adds at most |n|·2e-9 to r), eʳ by a degree-5 minimax polynomial on
-        /// |r| ≤ ln2/2 (relative error 7.5e-8 before rounding, 2e-7 in f32), 2ⁿ by
+        /// |r| ≤ ln2/2 (relative error 7.5e-8, 1.35e-7 with f32 coefficients), 2ⁿ by
         /// `vscalefps`, the reciprocal by its estimate and one Newton step. The
-        /// sigmoid's absolute error stays within 2 ulp of 1 (tests/engine.rs).
+        /// sigmoid's absolute error stays within 1.5 ulp of 1 (tests/engine.rs).
         #[inline(always)]
         fn sigmoid(self) -> Self {
             // eʳ's polynomial, highest degree first (a Remez fit, scripts/minimax_exp.py).
