@@ -175,9 +175,9 @@ impl<E: Engine> Network<E> {
 
     /// One training step on the examples at `indices` of a resident split: forward,
     /// loss, backward, gradient clipping to norm `clip` (if given) and the optimizer's
-    /// update at `lr`, as one job on the engine's workers. A non-finite loss stops the
-    /// step before the backward pass (the parameters are left as they were); the
-    /// caller sees it in the returned statistics.
+    /// update at `lr`, as one job on the engine's workers ([`Program::train_pass`]). A
+    /// non-finite loss adds no gradient and skips the update (the parameters are
+    /// left as they were); the caller sees it in the returned statistics.
     pub fn train_step(
         &mut self,
         examples: &E::Examples,
@@ -193,10 +193,8 @@ impl<E: Engine> Network<E> {
             let n = indices.len();
             net.load_batch(examples, indices);
             net.zero_grad();
-            net.forward(n);
-            let stats = net.loss(n, true);
+            let stats = net.program.train_pass(&net.engine, &net.params, &mut net.grads, n, net.class_weights.as_ref());
             if stats.mean().is_finite() {
-                net.backward(n);
                 if let Some(max) = clip {
                     net.clip_grad_norm(max);
                 }

@@ -229,35 +229,53 @@ fn train_step_and_infer_are_the_passes_in_one_job() {
     let labels: Vec<u8> = (0..count).map(|_| rng.gen_range(0..10)).collect();
     let indices: Vec<u32> = (0..count as u32).rev().step_by(3).collect();
     let kind = OptimizerKind::Sgd { momentum: 0.9, nesterov: false, weight_decay: 1e-3 };
-    let new_net = || {
-        let mut net = Network::new(CpuEngine::new(2).unwrap(), &spec).unwrap();
+    let new_net = |threads: usize, class_weights: Option<&[f32]>| {
+        let mut net = Network::new(CpuEngine::new(threads).unwrap(), &spec).unwrap();
         net.set_params(&params).unwrap();
+        net.set_class_weights(class_weights).unwrap();
         let examples = net.engine.upload_examples(&images, &labels, &spec.input);
         (net, examples, Optimizer::new(kind, params.len()).unwrap())
     };
-
-    let (mut a, ex_a, mut opt_a) = new_net();
-    let (mut b, ex_b, mut opt_b) = new_net();
-    let n = indices.len();
-    for _ in 0..3 {
-        let stats = a.train_step(&ex_a, &indices, &mut opt_a, 0.1, Some(1.0));
-        b.load_batch(&ex_b, &indices);
-        b.zero_grad();
-        b.forward(n);
-        let expected = b.loss(n, true);
-        b.backward(n);
-        b.clip_grad_norm(1.0);
-        b.step(&mut opt_b, 0.1);
-        assert_eq!(stats.mean().to_bits(), expected.mean().to_bits());
-        assert_eq!(stats.correct, expected.correct);
-    }
     let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
-    assert_eq!(bits(a.params()), bits(b.params()));
-    assert_ne!(bits(a.params()), bits(params.clone()), "the steps changed nothing");
+
+    // The CPU program runs a training step pair of tiles by pair of tiles (forward,
+    // loss, backward): batches of 3 tiles (a pair and a single tile on 2 threads)
+    // and of 7 (on 1 thread three pairs and a single; on 3 threads 3 + 3 + 1 tiles),
+    // with and without class weights.
+    let all: Vec<u32> = (0..count as u32).collect();
+    let weights: Vec<f32> = (0..10).map(|c| 0.5 + c as f32 / 7.0).collect();
+    for (threads, idx, class_weights) in [
+        (2, &indices[..], None),
+        (1, &all[..], Some(&weights[..])),
+        (3, &all[..], None),
+        (2, &all[..], Some(&weights[..])),
+    ] {
+        let (mut a, ex_a, mut opt_a) = new_net(threads, class_weights);
+        let (mut b, ex_b, mut opt_b) = new_net(threads, class_weights);
+        let n = idx.len();
+        for _ in 0..3 {
+            let stats = a.train_step(&ex_a, idx, &mut opt_a, 0.1, Some(1.0));
+            b.load_batch(&ex_b, idx);
+            b.zero_grad();
+            b.forward(n);
+            let expected = b.loss(n, true);
+            b.backward(n);
+            b.clip_grad_norm(1.0);
+            b.step(&mut opt_b, 0.1);
+            assert_eq!(stats, expected, "{threads} threads, batch of {n}");
+            assert_eq!(bits(a.grads()), bits(b.grads()), "{threads} threads, batch of {n}");
+        }
+        assert_eq!(bits(a.params()), bits(b.params()), "{threads} threads, batch of {n}");
+        assert_ne!(bits(a.params()), bits(params.clone()), "the steps changed nothing");
+        assert_eq!(bits(a.logits(n)), bits(b.logits(n)), "{threads} threads, batch of {n}");
+    }
+    let (mut a, ex_a, mut opt_a) = new_net(2, None);
+    let (mut b, ex_b, _) = new_net(2, None);
+    a.train_step(&ex_a, &indices, &mut opt_a, 0.1, None);
+    b.set_params(&a.params()).unwrap();
 
     // Inference reuses the intermediate buffers of each chunk's tile pairs: batches of
     // 1, 3 and 7 tiles (up to 4 tiles, two pairs, a chunk on 2 threads), odd lanes.
-    let all: Vec<u32> = (0..count as u32).collect();
     for idx in [&indices[..], &all[..], &all[..5]] {
         let n = idx.len();
         let (stats, logits) = a.infer(&ex_a, idx);
@@ -290,5 +308,24 @@ fn layer_outputs_after_inference_are_refused() {
     let examples = net.engine.upload_examples(&images, &[1; 40], &spec.input);
     let indices: Vec<u32> = (0..40).collect();
     net.infer(&examples, &indices);
+    net.activation(0, 40);
+}
+
+/// A training step keeps only the logits too (its pairs of tiles reuse two slots).
+#[test]
+#[should_panic(expected = "inference-only")]
+fn layer_outputs_after_a_training_step_are_refused() {
+    use lenet::data::idx::Images;
+    use lenet::engine::Engine;
+    use lenet::optim::{Optimizer, OptimizerKind};
+
+    let spec = Spec::preset("d2l").unwrap();
+    let mut net = Network::new(CpuEngine::new(2).unwrap(), &spec).unwrap();
+    let images = Images { count: 40, rows: 28, cols: 28, pixels: vec![7; 40 * 784] };
+    let examples = net.engine.upload_examples(&images, &[1; 40], &spec.input);
+    let indices: Vec<u32> = (0..40).collect();
+    let kind = OptimizerKind::Sgd { momentum: 0.0, nesterov: false, weight_decay: 0.0 };
+    let mut opt = Optimizer::new(kind, net.num_params()).unwrap();
+    net.train_step(&examples, &indices, &mut opt, 0.1, None);
     net.activation(0, 40);
 }

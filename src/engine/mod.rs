@@ -78,6 +78,26 @@ pub trait Program<E: Engine>: Send {
     fn loss(&mut self, engine: &E, batch: usize, class_weights: Option<&E::Buf>, grad: bool) -> LossStats;
     /// Backpropagate from ∂L/∂logits, accumulating (`+=`) into `grads`.
     fn backward(&mut self, engine: &E, params: &E::Buf, grads: &mut E::Buf, batch: usize);
+    /// A training pass over the loaded batch: forward, loss with ∂L/∂logits and,
+    /// when the loss is finite, backward into `grads` (`+=`). Afterwards only the
+    /// last layer's output may be asked for. By default the three passes above; a
+    /// program may interleave them (the CPU's runs each tile pair's forward and
+    /// backward passes back to back, while its values are in the cache).
+    fn train_pass(
+        &mut self,
+        engine: &E,
+        params: &E::Buf,
+        grads: &mut E::Buf,
+        batch: usize,
+        class_weights: Option<&E::Buf>,
+    ) -> LossStats {
+        self.forward(engine, params, batch);
+        let stats = self.loss(engine, batch, class_weights, true);
+        if stats.mean().is_finite() {
+            self.backward(engine, params, grads, batch);
+        }
+        stats
+    }
     /// Layer `i`'s output (B, ...) of the last forward pass, as host values.
     fn output(&self, engine: &E, params: &E::Buf, i: usize, batch: usize) -> Vec<f32>;
     /// Start (and reset) or stop timing the program's parts.

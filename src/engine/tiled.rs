@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::cpu::{CpuEngine, CpuExamples};
 use super::{Chain, LayerOp, Program};
 use crate::layers::conv::{self, ConvGeom};
-use crate::layers::loss::{softmax_xent, LossStats};
+use crate::layers::loss::{self, softmax_xent, LossStats};
 use crate::layers::pool::{self, PoolGeom};
 use crate::layers::tiles::{count, from_tiles, transpose_tile, Aligned};
 use crate::layers::{activation, dispatch, linear, Kernel, Lanes, L};
@@ -82,6 +82,13 @@ struct Chunk {
     prof: Vec<[f64; 4]>,
     /// Seconds summing the chunk's gradient accumulators, when profiling.
     prof_reduce: f64,
+    /// Seconds in the loss of a training pass (per tile, inside the chunk), when profiling.
+    prof_loss: f64,
+    /// Per example of a training pass: its weighted loss and whether it was right.
+    example_loss: Vec<(f64, bool)>,
+    /// One example's logits and their gradient (scratch of the loss).
+    logit_row: Vec<f32>,
+    dlogit_row: Vec<f32>,
 }
 
 /// Laps of a stopwatch that is off (free) unless profiling.
@@ -120,7 +127,7 @@ pub struct Tiled {
     /// Flipped weights of each convolution step (for input gradients).
     wflip: Vec<Vec<f32>>,
     profiling: bool,
-    /// Whether the last forward pass kept every tile's values (see [`ForwardChunk::keep`]).
+    /// Whether the last forward pass kept every tile's values (see [`ChunkPass::keep`]).
     kept: bool,
     /// Seconds outside the chunks when profiling: [load, loss, reduce across chunks].
     prof_serial: [f64; 3],
@@ -229,6 +236,9 @@ impl Tiled {
                     db: Aligned::zeros(max_numel * L),
                     grads: vec![0.0; n_params],
                     prof: vec![[0.0; 4]; self.steps.len()],
+                    example_loss: vec![(0.0, false); per * L],
+                    logit_row: vec![0.0; classes],
+                    dlogit_row: vec![0.0; classes],
                     ..Chunk::default()
                 };
                 for s in &self.steps {
@@ -261,6 +271,26 @@ impl Tiled {
         self.cap_tiles = per;
     }
 
+    /// The flipped weights of every convolution, for the input gradients.
+    fn flip_weights(&mut self, params: &[f32]) {
+        for (s, wf) in self.steps.iter().zip(&mut self.wflip) {
+            if let Kind::Conv { g, w, .. } = &s.kind {
+                conv::flip_weights(wf, &params[w.clone()], g);
+            }
+        }
+    }
+
+    /// grads += the first `used` chunks' gradients, in chunk order.
+    fn add_chunk_grads(&mut self, grads: &mut [f32], used: usize) {
+        let mut clock = Lap::new(self.profiling);
+        for c in &self.chunks[..used] {
+            for (g, &p) in grads.iter_mut().zip(&c.grads) {
+                *g += p;
+            }
+        }
+        self.prof_serial[2] += clock.lap();
+    }
+
     /// (tiles per chunk, chunks in use) for a batch.
     fn split(&self, batch: usize) -> (usize, usize) {
         let tiles = count(batch);
@@ -276,7 +306,7 @@ impl Tiled {
         engine.pool.install(|| {
             self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
                 let tiles = tile_range(ci, per, tiles).len();
-                dispatch(ForwardChunk { steps, c, tiles, params, keep, profiling });
+                dispatch(ChunkPass { forward: true, keep, ..ChunkPass::new(steps, c, tiles, params, profiling) });
             });
         });
     }
@@ -324,24 +354,95 @@ fn step_forward<V: Lanes<T = f32>>(s: &Step, c: &mut Chunk, si: usize, (ti, to):
     }
 }
 
-/// Run the backward pass of every step on local tile `t` of a chunk, from the
-/// tile's ∂L/∂logits.
+/// The tile slot of value `v` (of `values`, the last being the logits) for local
+/// tile `t` of the pair that starts at tile `t0`: a slot per tile when the values
+/// are kept, and always for the input and the logits; else the pair's tiles reuse
+/// slots 0 and 1, so that the next pair overwrites them while they are in the cache.
 #[inline(always)]
+fn slot(keep: bool, v: usize, values: usize, t0: usize, t: usize) -> usize {
+    if keep || v == 0 || v + 1 == values {
+        t
+    } else {
+        t - t0
+    }
+}
+
+/// Every step forward on tile `t0` of a chunk and, when `pair`, on tile `t0 + 1`.
+#[inline(always)]
+fn forward_pair<V: Lanes<T = f32>>(
+    steps: &[Step],
+    c: &mut Chunk,
+    (t0, pair): (usize, bool),
+    params: &[f32],
+    keep: bool,
+    clock: &mut Lap,
+) {
+    let values = c.vals.len();
+    for (si, s) in steps.iter().enumerate() {
+        let (ti, to) = (slot(keep, s.input, values, t0, t0), slot(keep, s.output, values, t0, t0));
+        match &s.kind {
+            Kind::Linear { k, n, w, b, act } if pair => {
+                let (before, after) = c.vals.split_at_mut(s.output);
+                let x = &before[s.input];
+                let (xa, xb) = (&x[ti * s.in_numel * L..], &x[(ti + 1) * s.in_numel * L..]);
+                let (ya, yb) = after[0][to * s.out_numel * L..(to + 2) * s.out_numel * L].split_at_mut(s.out_numel * L);
+                let (w, b) = (&params[w.clone()], &params[b.clone()]);
+                linear::forward_tile2::<V>([ya, yb], [xa, xb], w, b, *k, *n, *act);
+            }
+            _ => {
+                // One call site: each step's kernels are inlined once.
+                for u in 0..1 + pair as usize {
+                    step_forward::<V>(s, c, si, (ti + u, to + u), params);
+                }
+            }
+        }
+        c.prof[si][0] += clock.lap();
+    }
+}
+
+/// The loss of local tile `t` of a chunk (whose examples are `labels`, lanes past
+/// them being padding) into `c.example_loss`, and its ∂L/∂logits into `c.dlogits`:
+/// per example exactly what [`softmax_xent`] computes.
+fn tile_loss(c: &mut Chunk, t: usize, labels: &[u8], class_weights: Option<&[f32]>, weight_sum: f32) {
+    let classes = c.logit_row.len();
+    let logits = &c.vals[c.vals.len() - 1][t * classes * L..(t + 1) * classes * L];
+    let d = &mut c.dlogits[t * classes * L..(t + 1) * classes * L];
+    d.fill(0.0);
+    for (lane, &y) in labels.iter().enumerate().skip(t * L).take(L).map(|(i, y)| (i - t * L, y)) {
+        for (z, v) in c.logit_row.iter_mut().zip(logits.iter().skip(lane).step_by(L)) {
+            *z = *v;
+        }
+        let y = y as usize;
+        let w = loss::class_weight(class_weights, y);
+        c.example_loss[t * L + lane] = loss::xent_example(Some(&mut c.dlogit_row), &c.logit_row, y, w, weight_sum);
+        for (dst, v) in d.iter_mut().skip(lane).step_by(L).zip(&c.dlogit_row) {
+            *dst = *v;
+        }
+    }
+}
+
+/// Run the backward pass of every step on local tile `t` of a chunk (of the pair
+/// that starts at `t0`, see [`slot`]), from the tile's ∂L/∂logits.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn tile_backward<V: Lanes<T = f32>>(
     steps: &[Step],
     c: &mut Chunk,
-    t: usize,
+    (t0, t): (usize, usize),
+    keep: bool,
     params: &[f32],
     wflip: &[Vec<f32>],
     classes: usize,
     clock: &mut Lap,
 ) {
+    let values = c.vals.len();
     let mut d = std::mem::take(&mut c.da);
     let mut dnext = std::mem::take(&mut c.db);
     d[..classes * L].copy_from_slice(&c.dlogits[t * classes * L..(t + 1) * classes * L]);
     for (si, s) in steps.iter().enumerate().rev() {
-        let x = &c.vals[s.input][t * s.in_numel * L..(t + 1) * s.in_numel * L];
-        let y = &c.vals[s.output][t * s.out_numel * L..(t + 1) * s.out_numel * L];
+        let (ti, to) = (slot(keep, s.input, values, t0, t), slot(keep, s.output, values, t0, t));
+        let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
+        let y = &c.vals[s.output][to * s.out_numel * L..(to + 1) * s.out_numel * L];
         let first = si == 0;
         let dy = &mut d[..s.out_numel * L];
         let dx = &mut dnext[..s.in_numel * L];
@@ -426,81 +527,72 @@ fn chunk_weight_grads<V: Lanes<T = f32>>(steps: &[Step], c: &mut Chunk, tiles: u
     }
 }
 
-/// A chunk's forward pass: every step on each of its first `tiles` tiles.
-struct ForwardChunk<'a> {
+/// The loss of a training pass, computed per tile inside the chunks.
+#[derive(Clone, Copy)]
+struct TileLoss<'a> {
+    /// The chunk's examples' labels.
+    labels: &'a [u8],
+    class_weights: Option<&'a [f32]>,
+    /// Σ w[y] over the whole batch.
+    weight_sum: f32,
+}
+
+/// A chunk's pass over its first `tiles` tiles, two at a time: forward, then (in a
+/// training pass) the pair's loss, then backward; after the last pair, the
+/// weight gradients. Every kernel has one call site here, so each is compiled
+/// once per instruction set whichever passes run.
+struct ChunkPass<'a> {
     steps: &'a [Step],
     c: &'a mut Chunk,
     tiles: usize,
     params: &'a [f32],
-    /// Keep every tile's values (for the backward pass and [`Program::output`]);
-    /// else only the input's and the last step's, the others reusing two slots.
+    forward: bool,
+    /// Keep every tile's values (for a later backward pass and [`Program::output`]);
+    /// else only the input's and the logits, the others reusing two slots (see [`slot`]).
     keep: bool,
+    loss: Option<TileLoss<'a>>,
+    /// Backward with these flipped convolution weights.
+    backward: Option<&'a [Vec<f32>]>,
     profiling: bool,
 }
 
-impl Kernel<f32> for ForwardChunk<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn run<V: Lanes<T = f32>>(self) {
-        let mut clock = Lap::new(self.profiling);
-        let last = self.steps.last().map_or(0, |s| s.output);
-        // Two tiles at a time: the linear layers take both at once (see
-        // linear::forward_tile2), every other step one after the other.
-        let mut t = 0;
-        while t < self.tiles {
-            let pair = t + 1 < self.tiles;
-            // Tile t's slot in value v; tile t + 1 is in the slot after it. Without
-            // `keep`, a pair's intermediate values overwrite the previous pair's, which
-            // then stay in the core's cache.
-            let slot = |v: usize| if self.keep || v == 0 || v == last { t } else { 0 };
-            for (si, s) in self.steps.iter().enumerate() {
-                let (ti, to) = (slot(s.input), slot(s.output));
-                match &s.kind {
-                    Kind::Linear { k, n, w, b, act } if pair => {
-                        let (before, after) = self.c.vals.split_at_mut(s.output);
-                        let x = &before[s.input];
-                        let (xa, xb) = (&x[ti * s.in_numel * L..], &x[(ti + 1) * s.in_numel * L..]);
-                        let (ya, yb) =
-                            after[0][to * s.out_numel * L..(to + 2) * s.out_numel * L].split_at_mut(s.out_numel * L);
-                        let (w, b) = (&self.params[w.clone()], &self.params[b.clone()]);
-                        linear::forward_tile2::<V>([ya, yb], [xa, xb], w, b, *k, *n, *act);
-                    }
-                    _ => {
-                        // One call site: each step's kernels are inlined once.
-                        for u in 0..1 + pair as usize {
-                            step_forward::<V>(s, self.c, si, (ti + u, to + u), self.params);
-                        }
-                    }
-                }
-                self.c.prof[si][0] += clock.lap();
-            }
-            t += 2;
-        }
+impl<'a> ChunkPass<'a> {
+    fn new(steps: &'a [Step], c: &'a mut Chunk, tiles: usize, params: &'a [f32], profiling: bool) -> Self {
+        ChunkPass { steps, c, tiles, params, forward: false, keep: true, loss: None, backward: None, profiling }
     }
 }
 
-/// A chunk's backward pass, then its weight gradients.
-struct BackwardChunk<'a> {
-    steps: &'a [Step],
-    c: &'a mut Chunk,
-    tiles: usize,
-    params: &'a [f32],
-    wflip: &'a [Vec<f32>],
-    classes: usize,
-    profiling: bool,
-}
-
-impl Kernel<f32> for BackwardChunk<'_> {
+impl Kernel<f32> for ChunkPass<'_> {
     type Output = ();
     #[inline(always)]
     fn run<V: Lanes<T = f32>>(self) {
-        let mut clock = Lap::new(self.profiling);
-        for t in 0..self.tiles {
-            tile_backward::<V>(self.steps, self.c, t, self.params, self.wflip, self.classes, &mut clock);
+        let ChunkPass { steps, c, tiles, params, forward, keep, loss, backward, profiling } = self;
+        let classes = c.logit_row.len();
+        let mut clock = Lap::new(profiling);
+        let mut t0 = 0;
+        while t0 < tiles {
+            let pair = t0 + 1 < tiles;
+            if forward {
+                forward_pair::<V>(steps, c, (t0, pair), params, keep, &mut clock);
+            }
+            if let Some(l) = loss {
+                for t in t0..t0 + 1 + pair as usize {
+                    tile_loss(c, t, l.labels, l.class_weights, l.weight_sum);
+                }
+                c.prof_loss += clock.lap();
+            }
+            if let Some(wflip) = backward {
+                for t in t0..t0 + 1 + pair as usize {
+                    tile_backward::<V>(steps, c, (t0, t), keep, params, wflip, classes, &mut clock);
+                }
+            }
+            t0 += 2;
         }
-        clock.lap();
-        chunk_weight_grads::<V>(self.steps, self.c, self.tiles);
-        self.c.prof_reduce += clock.lap();
+        if backward.is_some() {
+            clock.lap();
+            chunk_weight_grads::<V>(steps, c, tiles);
+            c.prof_reduce += clock.lap();
+        }
     }
 }
 
@@ -643,27 +735,69 @@ impl Program<CpuEngine> for Tiled {
 
     fn backward(&mut self, engine: &CpuEngine, params: &Vec<f32>, grads: &mut Vec<f32>, batch: usize) {
         assert!(self.kept, "backward pass after an inference-only forward pass");
-        for (s, wf) in self.steps.iter().zip(&mut self.wflip) {
-            if let Kind::Conv { g, w, .. } = &s.kind {
-                conv::flip_weights(wf, &params[w.clone()], g);
-            }
-        }
+        self.flip_weights(params);
         let (per, used) = self.split(batch);
         let tiles = count(batch);
-        let (steps, wflip, classes, profiling) = (&self.steps, &self.wflip, self.chain.classes(), self.profiling);
+        let (steps, wflip, profiling) = (&self.steps, &self.wflip[..], self.profiling);
         engine.pool.install(|| {
             self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
                 let tiles = tile_range(ci, per, tiles).len();
-                dispatch(BackwardChunk { steps, c, tiles, params, wflip, classes, profiling });
+                dispatch(ChunkPass { backward: Some(wflip), ..ChunkPass::new(steps, c, tiles, params, profiling) });
+            });
+        });
+        self.add_chunk_grads(grads, used);
+    }
+
+    /// Each chunk pair by pair, forward, loss and backward: a pair's values are
+    /// still in the core's cache when its backward pass reads them, and stay in two
+    /// slots. The same bits as [`Self::forward`], [`Self::loss`] and [`Self::backward`]:
+    /// every tile's loss and gradient are computed as there, the weight gradients
+    /// accumulated in the same tile order, the losses summed in example order.
+    fn train_pass(
+        &mut self,
+        engine: &CpuEngine,
+        params: &Vec<f32>,
+        grads: &mut Vec<f32>,
+        batch: usize,
+        class_weights: Option<&Vec<f32>>,
+    ) -> LossStats {
+        self.kept = false;
+        self.flip_weights(params);
+        let classes = self.classes();
+        let class_weights = class_weights.map(|w| &w[..classes]);
+        let labels = &self.labels[..batch];
+        let weight_sum: f32 = loss::weight_sum(labels, class_weights);
+        let (per, used) = self.split(batch);
+        let tiles = count(batch);
+        let (steps, wflip, profiling) = (&self.steps, &self.wflip[..], self.profiling);
+        engine.pool.install(|| {
+            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
+                let r = tile_range(ci, per, tiles);
+                let labels = &labels[r.start * L..(r.end * L).min(batch)];
+                dispatch(ChunkPass {
+                    forward: true,
+                    keep: false,
+                    loss: Some(TileLoss { labels, class_weights, weight_sum }),
+                    backward: Some(wflip),
+                    ..ChunkPass::new(steps, c, r.len(), params, profiling)
+                });
             });
         });
         let mut clock = Lap::new(self.profiling);
-        for c in &self.chunks[..used] {
-            for (g, &p) in grads.iter_mut().zip(&c.grads) {
-                *g += p;
+        let mut stats = LossStats { weight_sum: weight_sum as f64, ..LossStats::default() };
+        for (ci, c) in self.chunks[..used].iter().enumerate() {
+            let r = tile_range(ci, per, tiles);
+            let n = (batch - r.start * L).min(r.len() * L);
+            for &(loss, correct) in &c.example_loss[..n] {
+                stats.weighted_loss_sum += loss;
+                stats.correct += usize::from(correct);
             }
         }
-        self.prof_serial[2] += clock.lap();
+        self.prof_serial[1] += clock.lap();
+        if stats.mean().is_finite() {
+            self.add_chunk_grads(grads, used);
+        }
+        stats
     }
 
     fn set_profiling(&mut self, on: bool) {
@@ -672,6 +806,7 @@ impl Program<CpuEngine> for Tiled {
         for c in &mut self.chunks {
             c.prof.iter_mut().for_each(|p| *p = [0.0; 4]);
             c.prof_reduce = 0.0;
+            c.prof_loss = 0.0;
         }
     }
 
@@ -691,8 +826,13 @@ impl Program<CpuEngine> for Tiled {
             rows.push((Self::describe_step(s), t));
         }
         let reduce: f64 = self.chunks.iter().map(|c| c.prof_reduce).sum();
-        let total: f64 =
-            rows.iter().map(|r| r.1.iter().sum::<f64>()).sum::<f64>() + reduce + self.prof_serial.iter().sum::<f64>();
+        // The loss: per tile inside the chunks (a training pass), and summed up (or,
+        // after a separate forward pass, computed) on one thread.
+        let tile_loss: f64 = self.chunks.iter().map(|c| c.prof_loss).sum();
+        let total: f64 = rows.iter().map(|r| r.1.iter().sum::<f64>()).sum::<f64>()
+            + reduce
+            + tile_loss
+            + self.prof_serial.iter().sum::<f64>();
         let pct = |v: f64| 100.0 * v / total;
         let mut out = format!(
             "  {:<28} {:>8} {:>8} {:>8} {:>8}   (% of {:.3} thread-seconds)\n",
@@ -709,6 +849,7 @@ impl Program<CpuEngine> for Tiled {
             );
         }
         out += &format!("  {:<28} {:>7.1}%\n", "sum dW accumulators", pct(reduce));
+        out += &format!("  {:<28} {:>7.1}%\n", "loss per tile", pct(tile_loss));
         for (name, v) in
             ["load batch (serial part)", "loss (serial)", "add chunk gradients (serial)"].iter().zip(self.prof_serial)
         {
@@ -718,7 +859,7 @@ impl Program<CpuEngine> for Tiled {
     }
 
     fn output(&self, _engine: &CpuEngine, params: &Vec<f32>, i: usize, batch: usize) -> Vec<f32> {
-        assert!(self.kept || i + 1 == self.outs.len(), "layer {i}'s output after an inference-only forward pass");
+        assert!(self.kept || i + 1 == self.outs.len(), "layer {i}'s output after a pass that kept only the logits (an inference-only forward pass or a training pass)");
         match self.outs[i] {
             Out::Value(v) => self.download_value(v, batch),
             Out::PreActivation(si) => {
