@@ -421,6 +421,18 @@ fn tile_loss(c: &mut Chunk, t: usize, labels: &[u8], class_weights: Option<&[f32
     }
 }
 
+/// The activation fused into the step before pooling step `si`, when the pooling's
+/// backward pass can apply its derivative as it stores the gradient (windows that
+/// do not overlap): one pass over that gradient instead of two.
+#[inline(always)]
+fn act_before_pool(steps: &[Step], si: usize) -> Option<Activation> {
+    let Kind::Pool { g, .. } = &steps[si].kind else { return None };
+    match &steps[si.checked_sub(1)?].kind {
+        Kind::Conv { act, .. } | Kind::Linear { act, .. } if g.stride >= g.size => *act,
+        _ => None,
+    }
+}
+
 /// Run the backward pass of every step on local tile `t` of a chunk (of the pair
 /// that starts at `t0`, see [`slot`]), from the tile's ∂L/∂logits.
 #[inline(always)]
@@ -439,6 +451,9 @@ fn tile_backward<V: Lanes<T = f32>>(
     let mut d = std::mem::take(&mut c.da);
     let mut dnext = std::mem::take(&mut c.db);
     d[..classes * L].copy_from_slice(&c.dlogits[t * classes * L..(t + 1) * classes * L]);
+    // Whether the step after this one (a pooling) has taken this step's activation
+    // backward already (see `act_before_pool`).
+    let mut act_done = false;
     for (si, s) in steps.iter().enumerate().rev() {
         let (ti, to) = (slot(keep, s.input, values, t0, t), slot(keep, s.output, values, t0, t));
         let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
@@ -449,8 +464,8 @@ fn tile_backward<V: Lanes<T = f32>>(
         let prof = &mut c.prof[si];
         match &s.kind {
             Kind::Conv { g, act, .. } => {
-                if let Some(a) = act {
-                    activation::backward_from_output::<V>(*a, dy, y);
+                if let Some(a) = act.filter(|_| !act_done) {
+                    activation::backward_from_output::<V>(a, dy, y);
                 }
                 let xp: &[f32] = if g.pad == 0 {
                     x
@@ -467,8 +482,8 @@ fn tile_backward<V: Lanes<T = f32>>(
                 prof[3] += clock.lap();
             }
             Kind::Linear { k, n, w, act, .. } => {
-                if let Some(a) = act {
-                    activation::backward_from_output::<V>(*a, dy, y);
+                if let Some(a) = act.filter(|_| !act_done) {
+                    activation::backward_from_output::<V>(a, dy, y);
                 }
                 c.douts[si][t * n * L..(t + 1) * n * L].copy_from_slice(dy);
                 let kp = linear::padded_k(*k);
@@ -481,7 +496,10 @@ fn tile_backward<V: Lanes<T = f32>>(
             }
             Kind::Pool { g, channels } => {
                 if !first {
-                    pool::backward_tile::<V>(dx, x, dy, g, *channels);
+                    match act_before_pool(steps, si) {
+                        Some(a) => pool::backward_tile_act::<V>(dx, x, dy, g, *channels, a),
+                        None => pool::backward_tile::<V>(dx, x, dy, g, *channels),
+                    }
                 }
                 prof[3] += clock.lap();
             }
@@ -492,6 +510,7 @@ fn tile_backward<V: Lanes<T = f32>>(
                 prof[3] += clock.lap();
             }
         }
+        act_done = matches!(s.kind, Kind::Pool { .. }) && !first && act_before_pool(steps, si).is_some();
         std::mem::swap(&mut d, &mut dnext);
     }
     c.da = d;

@@ -4,8 +4,10 @@
 use num_traits::{NumCast, One, Zero};
 use rayon::prelude::*;
 
+use super::activation;
 use super::tiles::{count, from_tiles, to_tiles, Aligned};
 use super::{with_lanes, Lanes, Real, L};
+use crate::spec::Activation;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
@@ -78,12 +80,91 @@ fn put<V: Lanes>(dx: &mut [V::T], p: usize, v: V, disjoint: bool) {
 /// found again in inp.
 #[inline(always)]
 pub(crate) fn backward_tile<V: Lanes>(dinp: &mut [V::T], inp: &[V::T], dout: &[V::T], g: &PoolGeom, planes: usize) {
+    backward_tile_with::<V, NoAct>(dinp, inp, dout, g, planes, NoAct);
+}
+
+/// [`backward_tile`] followed by the backward pass of activation `act`, whose
+/// outputs `inp` is: dinp = f'·(pooling's gradient), taken from the outputs
+/// ([`activation::from_output`]), in one pass. The same bits as the two passes;
+/// only for windows that do not overlap (each position gets its whole gradient at once).
+#[inline(always)]
+pub(crate) fn backward_tile_act<V: Lanes>(
+    dinp: &mut [V::T],
+    inp: &[V::T],
+    dout: &[V::T],
+    g: &PoolGeom,
+    planes: usize,
+    act: Activation,
+) {
+    assert!(g.stride >= g.size && activation::from_output(act), "pooling backward with {act:?} fused");
+    // One kernel per activation: a match inside the store would cost more than the
+    // pass saves. (Types, not closures: a closure is compiled without the vector
+    // instruction sets its caller is compiled for, so its intrinsics become calls.)
+    let (x, d) = (inp, dout);
+    match act {
+        Activation::Sigmoid => backward_tile_with::<V, _>(dinp, x, d, g, planes, Df::<0>(0.0)),
+        Activation::Tanh => backward_tile_with::<V, _>(dinp, x, d, g, planes, Df::<1>(0.0)),
+        Activation::Relu => backward_tile_with::<V, _>(dinp, x, d, g, planes, Df::<2>(0.0)),
+        Activation::LeakyRelu(s) => backward_tile_with::<V, _>(dinp, x, d, g, planes, Df::<3>(s)),
+    }
+}
+
+/// What the pooling's backward pass stores at position p of its input, given the
+/// gradient there.
+trait Epilogue: Copy {
+    fn apply<V: Lanes>(self, d: V, inp: &[V::T], p: usize) -> V;
+}
+
+/// The gradient itself.
+#[derive(Clone, Copy)]
+struct NoAct;
+
+impl Epilogue for NoAct {
+    #[inline(always)]
+    fn apply<V: Lanes>(self, d: V, _: &[V::T], _: usize) -> V {
+        d
+    }
+}
+
+/// The gradient times the derivative of activation A (0 sigmoid, 1 tanh, 2 ReLU,
+/// 3 leaky ReLU with the slope held) from its output, the pooling's input.
+#[derive(Clone, Copy)]
+struct Df<const A: u8>(f32);
+
+impl<const A: u8> Epilogue for Df<A> {
+    #[inline(always)]
+    fn apply<V: Lanes>(self, d: V, inp: &[V::T], p: usize) -> V {
+        let a = match A {
+            0 => Activation::Sigmoid,
+            1 => Activation::Tanh,
+            2 => Activation::Relu,
+            _ => Activation::LeakyRelu(self.0),
+        };
+        activation::df_from_output(a, d, V::load(&inp[p..]))
+    }
+}
+
+/// The pooling's backward pass, storing `epi.apply(gradient, inp, p)` at each
+/// position p of inp (which must map a zero gradient to zero: positions no window
+/// reaches are zero).
+#[inline(always)]
+fn backward_tile_with<V: Lanes, E: Epilogue>(
+    dinp: &mut [V::T],
+    inp: &[V::T],
+    dout: &[V::T],
+    g: &PoolGeom,
+    planes: usize,
+    epi: E,
+) {
     let (oh, ow, k, s, h, w) = (g.oh(), g.ow(), g.size, g.stride, g.h, g.w);
     let scale = V::splat(V::T::one() / <V::T as NumCast>::from(k * k).expect("window size fits"));
     let (zero, one) = (V::zero(), V::splat(V::T::one()));
     // Non-overlapping windows write every covered position once: no need to add.
     let disjoint = s >= k;
-    dinp[..planes * h * w * L].fill(V::T::zero());
+    // Windows that tile the whole input write every position: no need to clear.
+    if !(s == k && oh * k == h && ow * k == w) {
+        dinp[..planes * h * w * L].fill(V::T::zero());
+    }
     for c in 0..planes {
         let x = &inp[c * h * w * L..(c + 1) * h * w * L];
         let dx = &mut dinp[c * h * w * L..(c + 1) * h * w * L];
@@ -96,7 +177,8 @@ pub(crate) fn backward_tile<V: Lanes>(dinp: &mut [V::T], inp: &[V::T], dout: &[V
                         let v = d.mul(scale);
                         for di in 0..k {
                             for dj in 0..k {
-                                put(dx, p0 + (di * w + dj) * L, v, disjoint);
+                                let p = p0 + (di * w + dj) * L;
+                                put(dx, p, epi.apply(v, inp, c * h * w * L + p), disjoint);
                             }
                         }
                     }
@@ -115,7 +197,8 @@ pub(crate) fn backward_tile<V: Lanes>(dinp: &mut [V::T], inp: &[V::T], dout: &[V
                         let mut e = zero;
                         for di in 0..k {
                             for dj in 0..k {
-                                put(dx, p0 + (di * w + dj) * L, at.eq_select(e, d, zero), disjoint);
+                                let p = p0 + (di * w + dj) * L;
+                                put(dx, p, epi.apply(at.eq_select(e, d, zero), inp, c * h * w * L + p), disjoint);
                                 e = e.add(one);
                             }
                         }
