@@ -61,9 +61,9 @@ struct Chunk {
     vals: Vec<Aligned<f32>>,
     /// ∂L/∂logits of this chunk's tiles.
     dlogits: Aligned<f32>,
-    /// Ping-pong gradient tiles for the backward pass.
-    da: Aligned<f32>,
-    db: Aligned<f32>,
+    /// Ping-pong gradient tiles for the backward pass, one of each per tile of a pair.
+    da: [Aligned<f32>; 2],
+    db: [Aligned<f32>; 2],
     /// Per step: a padded input tile (convolutions).
     xp: Vec<Aligned<f32>>,
     /// Per step: spread output-gradient tile (zero border) and padded input gradient (convolutions).
@@ -232,8 +232,8 @@ impl Tiled {
                 let mut c = Chunk {
                     vals: self.numels.iter().map(|&n| Aligned::zeros(per * n * L)).collect(),
                     dlogits: Aligned::zeros(per * classes * L),
-                    da: Aligned::zeros(max_numel * L),
-                    db: Aligned::zeros(max_numel * L),
+                    da: [Aligned::zeros(max_numel * L), Aligned::zeros(max_numel * L)],
+                    db: [Aligned::zeros(max_numel * L), Aligned::zeros(max_numel * L)],
                     grads: vec![0.0; n_params],
                     prof: vec![[0.0; 4]; self.steps.len()],
                     example_loss: vec![(0.0, false); per * L],
@@ -433,14 +433,111 @@ fn act_before_pool(steps: &[Step], si: usize) -> Option<Activation> {
     }
 }
 
-/// Run the backward pass of every step on local tile `t` of a chunk (of the pair
-/// that starts at `t0`, see [`slot`]), from the tile's ∂L/∂logits.
+/// A linear step's backward pass on local tile `t` before its input gradient:
+/// the activation's derivative into dy (unless a pooling took it, `act_done`), and
+/// the tile's output gradient and transposed input kept for the weight gradient.
+#[inline(always)]
+fn linear_backward_prelude<V: Lanes<T = f32>>(
+    s: &Step,
+    si: usize,
+    c: &mut Chunk,
+    (ti, to, t): (usize, usize, usize),
+    dy: &mut [f32],
+    act_done: bool,
+) {
+    let Kind::Linear { k, n, act, .. } = &s.kind else { unreachable!("a linear step") };
+    let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
+    let y = &c.vals[s.output][to * s.out_numel * L..(to + 1) * s.out_numel * L];
+    if let Some(a) = act.filter(|_| !act_done) {
+        activation::backward_from_output::<V>(a, dy, y);
+    }
+    c.douts[si][t * n * L..(t + 1) * n * L].copy_from_slice(dy);
+    let kp = linear::padded_k(*k);
+    transpose_tile(&mut c.xts[si][t * L * kp..(t + 1) * L * kp], x, *k, kp);
+}
+
+/// Step `si`'s backward pass on local tile `t` (its values in slots ti and to):
+/// dy (the gradient of its output) in, dx (of its input) out; the weight
+/// gradients accumulated. `act_done`: the pooling after it has taken its
+/// activation's derivative already (see [`act_before_pool`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tile_backward<V: Lanes<T = f32>>(
+fn step_backward<V: Lanes<T = f32>>(
+    steps: &[Step],
+    si: usize,
+    c: &mut Chunk,
+    (ti, to, t): (usize, usize, usize),
+    (dy, dx): (&mut [f32], &mut [f32]),
+    act_done: bool,
+    params: &[f32],
+    wflip: &[Vec<f32>],
+    clock: &mut Lap,
+) {
+    let s = &steps[si];
+    let first = si == 0;
+    let dy = &mut dy[..s.out_numel * L];
+    let dx = &mut dx[..s.in_numel * L];
+    match &s.kind {
+        Kind::Conv { g, act, .. } => {
+            let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
+            let y = &c.vals[s.output][to * s.out_numel * L..(to + 1) * s.out_numel * L];
+            if let Some(a) = act.filter(|_| !act_done) {
+                activation::backward_from_output::<V>(a, dy, y);
+            }
+            let xp: &[f32] = if g.pad == 0 {
+                x
+            } else {
+                conv::pad_tile(&mut c.xp[si], x, g);
+                &c.xp[si]
+            };
+            c.prof[si][1] += clock.lap();
+            conv::weight_grad_tile::<V>(&mut c.dwl[si], &mut c.dbl[si], dy, xp, g);
+            c.prof[si][2] += clock.lap();
+            if !first {
+                conv::input_grad_tile::<V>(dx, dy, &wflip[si], g, &mut c.spread[si], &mut c.dxp[si]);
+            }
+            c.prof[si][3] += clock.lap();
+        }
+        Kind::Linear { k, n, w, .. } => {
+            linear_backward_prelude::<V>(s, si, c, (ti, to, t), dy, act_done);
+            c.prof[si][1] += clock.lap();
+            if !first {
+                linear::input_grad_tile::<V>(dx, dy, &params[w.clone()], *k, *n);
+            }
+            c.prof[si][3] += clock.lap();
+        }
+        Kind::Pool { g, channels } => {
+            let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
+            if !first {
+                match act_before_pool(steps, si) {
+                    Some(a) => pool::backward_tile_act::<V>(dx, x, dy, g, *channels, a),
+                    None => pool::backward_tile::<V>(dx, x, dy, g, *channels),
+                }
+            }
+            c.prof[si][3] += clock.lap();
+        }
+        Kind::Act(a) => {
+            let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
+            let y = &c.vals[s.output][to * s.out_numel * L..(to + 1) * s.out_numel * L];
+            if !first {
+                activation::backward_from_input::<V>(*a, dx, x, y, dy);
+            }
+            c.prof[si][3] += clock.lap();
+        }
+    }
+}
+
+/// Run the backward pass of every step on local tile `t0` of a chunk and, when
+/// `pair`, on tile `t0 + 1` (see [`slot`]), from the tiles' ∂L/∂logits. Step by
+/// step, one tile after the other (so every gradient accumulates in tile order),
+/// except the linear layers' input gradients, taken for both tiles at once (each
+/// broadcast weight then feeds two FMAs).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pair_backward<V: Lanes<T = f32>>(
     steps: &[Step],
     c: &mut Chunk,
-    (t0, t): (usize, usize),
+    (t0, pair): (usize, bool),
     keep: bool,
     params: &[f32],
     wflip: &[Vec<f32>],
@@ -448,69 +545,42 @@ fn tile_backward<V: Lanes<T = f32>>(
     clock: &mut Lap,
 ) {
     let values = c.vals.len();
-    let mut d = std::mem::take(&mut c.da);
-    let mut dnext = std::mem::take(&mut c.db);
-    d[..classes * L].copy_from_slice(&c.dlogits[t * classes * L..(t + 1) * classes * L]);
+    let tiles = 1 + pair as usize;
+    let (mut d, mut dnext) = (std::mem::take(&mut c.da), std::mem::take(&mut c.db));
+    for (t, du) in (t0..).zip(&mut d).take(tiles) {
+        du[..classes * L].copy_from_slice(&c.dlogits[t * classes * L..(t + 1) * classes * L]);
+    }
     // Whether the step after this one (a pooling) has taken this step's activation
     // backward already (see `act_before_pool`).
     let mut act_done = false;
     for (si, s) in steps.iter().enumerate().rev() {
-        let (ti, to) = (slot(keep, s.input, values, t0, t), slot(keep, s.output, values, t0, t));
-        let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
-        let y = &c.vals[s.output][to * s.out_numel * L..(to + 1) * s.out_numel * L];
-        let first = si == 0;
-        let dy = &mut d[..s.out_numel * L];
-        let dx = &mut dnext[..s.in_numel * L];
-        let prof = &mut c.prof[si];
+        let slots = |t: usize| (slot(keep, s.input, values, t0, t), slot(keep, s.output, values, t0, t), t);
         match &s.kind {
-            Kind::Conv { g, act, .. } => {
-                if let Some(a) = act.filter(|_| !act_done) {
-                    activation::backward_from_output::<V>(a, dy, y);
+            Kind::Linear { k, n, w, .. } if pair && si > 0 => {
+                for (t, du) in (t0..).zip(&mut d) {
+                    linear_backward_prelude::<V>(s, si, c, slots(t), &mut du[..s.out_numel * L], act_done);
                 }
-                let xp: &[f32] = if g.pad == 0 {
-                    x
-                } else {
-                    conv::pad_tile(&mut c.xp[si], x, g);
-                    &c.xp[si]
-                };
-                prof[1] += clock.lap();
-                conv::weight_grad_tile::<V>(&mut c.dwl[si], &mut c.dbl[si], dy, xp, g);
-                prof[2] += clock.lap();
-                if !first {
-                    conv::input_grad_tile::<V>(dx, dy, &wflip[si], g, &mut c.spread[si], &mut c.dxp[si]);
-                }
-                prof[3] += clock.lap();
+                c.prof[si][1] += clock.lap();
+                let ([da, db], [xa, xb]) = (&d, &mut dnext);
+                let dy = [&da[..s.out_numel * L], &db[..s.out_numel * L]];
+                linear::input_grad_tile2::<V>(
+                    [&mut xa[..s.in_numel * L], &mut xb[..s.in_numel * L]],
+                    dy,
+                    &params[w.clone()],
+                    *k,
+                    *n,
+                );
+                c.prof[si][3] += clock.lap();
             }
-            Kind::Linear { k, n, w, act, .. } => {
-                if let Some(a) = act.filter(|_| !act_done) {
-                    activation::backward_from_output::<V>(a, dy, y);
+            _ => {
+                // One call site: each step's kernels are inlined once.
+                for u in 0..tiles {
+                    let (dy, dx) = (&mut d[u][..], &mut dnext[u][..]);
+                    step_backward::<V>(steps, si, c, slots(t0 + u), (dy, dx), act_done, params, wflip, clock);
                 }
-                c.douts[si][t * n * L..(t + 1) * n * L].copy_from_slice(dy);
-                let kp = linear::padded_k(*k);
-                transpose_tile(&mut c.xts[si][t * L * kp..(t + 1) * L * kp], x, *k, kp);
-                prof[1] += clock.lap();
-                if !first {
-                    linear::input_grad_tile::<V>(dx, dy, &params[w.clone()], *k, *n);
-                }
-                prof[3] += clock.lap();
-            }
-            Kind::Pool { g, channels } => {
-                if !first {
-                    match act_before_pool(steps, si) {
-                        Some(a) => pool::backward_tile_act::<V>(dx, x, dy, g, *channels, a),
-                        None => pool::backward_tile::<V>(dx, x, dy, g, *channels),
-                    }
-                }
-                prof[3] += clock.lap();
-            }
-            Kind::Act(a) => {
-                if !first {
-                    activation::backward_from_input::<V>(*a, dx, x, y, dy);
-                }
-                prof[3] += clock.lap();
             }
         }
-        act_done = matches!(s.kind, Kind::Pool { .. }) && !first && act_before_pool(steps, si).is_some();
+        act_done = matches!(s.kind, Kind::Pool { .. }) && si > 0 && act_before_pool(steps, si).is_some();
         std::mem::swap(&mut d, &mut dnext);
     }
     c.da = d;
@@ -601,9 +671,7 @@ impl Kernel<f32> for ChunkPass<'_> {
                 c.prof_loss += clock.lap();
             }
             if let Some(wflip) = backward {
-                for t in t0..t0 + 1 + pair as usize {
-                    tile_backward::<V>(steps, c, (t0, t), keep, params, wflip, classes, &mut clock);
-                }
+                pair_backward::<V>(steps, c, (t0, pair), keep, params, wflip, classes, &mut clock);
             }
             t0 += 2;
         }

@@ -4,6 +4,11 @@
 //! vector of 16 examples). The weight gradient sums over examples, which live in
 //! lanes; rather than summing lanes per weight, it is computed once per batch chunk
 //! from the inputs transposed to (example, K) rows, so the vectors run along K.
+//! Forward and input gradient also come for two tiles at once, where each
+//! broadcast weight feeds two FMAs.
+
+// Register-blocked kernels index several arrays with one loop variable on purpose.
+#![allow(clippy::needless_range_loop)]
 
 use num_traits::Zero;
 use rayon::prelude::*;
@@ -163,6 +168,59 @@ fn input_grad_block<V: Lanes, const MK: usize>(
     }
 }
 
+/// [`input_grad_block`] for two tiles: each broadcast weight feeds two FMAs.
+#[inline(always)]
+fn input_grad_block2<V: Lanes, const MK: usize>(
+    dinp: [&mut [V::T]; 2],
+    dout: [&[V::T]; 2],
+    w: &[V::T],
+    k: usize,
+    n: usize,
+    k0: usize,
+) {
+    // Reads dout[u][..n·L] and w[..(n − 1)·k + k0 + MK], checked once for the
+    // unchecked loads below.
+    assert!(
+        k0 + MK <= k && w.len() >= n * k && dout.iter().all(|d| d.len() >= n * L),
+        "linear input-gradient block out of bounds"
+    );
+    let mut acc = [[V::zero(); MK]; 2];
+    let (da, db, w) = (dout[0].as_ptr(), dout[1].as_ptr(), w.as_ptr());
+    for j in 0..n {
+        // SAFETY: j < n and k0 + mk < k, checked above.
+        unsafe {
+            let (a, b) = (V::load_ptr(da.add(j * L)), V::load_ptr(db.add(j * L)));
+            let wr = w.add(j * k + k0);
+            let [acc_a, acc_b] = &mut acc;
+            for (mk, (sa, sb)) in acc_a.iter_mut().zip(acc_b.iter_mut()).enumerate() {
+                let wv = V::splat(*wr.add(mk));
+                *sa = wv.fma(a, *sa);
+                *sb = wv.fma(b, *sb);
+            }
+        }
+    }
+    for (dx, acc) in dinp.into_iter().zip(&acc) {
+        for (mk, a) in acc.iter().enumerate() {
+            a.store(&mut dx[(k0 + mk) * L..]);
+        }
+    }
+}
+
+/// [`input_grad_tile`] for two tiles at once, with the same bits.
+#[inline(always)]
+pub(crate) fn input_grad_tile2<V: Lanes>(dinp: [&mut [V::T]; 2], dout: [&[V::T]; 2], w: &[V::T], k: usize, n: usize) {
+    let [da, db] = dinp;
+    let mut k0 = 0;
+    while k0 + 8 <= k {
+        input_grad_block2::<V, 8>([&mut *da, &mut *db], dout, w, k, n, k0);
+        k0 += 8;
+    }
+    while k0 < k {
+        input_grad_block2::<V, 1>([&mut *da, &mut *db], dout, w, k, n, k0);
+        k0 += 1;
+    }
+}
+
 /// dinp (K, L) = wᵀ (K, N) · dout (N, L) for one tile.
 #[inline(always)]
 pub(crate) fn input_grad_tile<V: Lanes>(dinp: &mut [V::T], dout: &[V::T], w: &[V::T], k: usize, n: usize) {
@@ -195,20 +253,29 @@ fn weight_grad_block<V: Lanes, const MN: usize, const MV: usize>(
     v0: usize,
 ) {
     let kp = padded_k(k);
+    // Reads douts[..tiles·n·L] and xts[..tiles·L·kp], checked once for the
+    // unchecked loads below.
+    assert!(
+        n0 + MN <= n && (v0 + MV) * L <= kp && douts.len() >= tiles * n * L && xts.len() >= tiles * L * kp,
+        "linear weight-gradient block out of bounds"
+    );
     let mut acc = [[V::zero(); MV]; MN];
     for t in 0..tiles {
-        let dout = &douts[t * n * L..(t + 1) * n * L];
-        let xt = &xts[t * L * kp..(t + 1) * L * kp];
-        for lane in 0..L {
-            let mut d = [V::zero(); MN];
-            for mn in 0..MN {
-                d[mn] = V::splat(dout[(n0 + mn) * L + lane]);
-            }
-            let xr = &xt[lane * kp + v0 * L..lane * kp + (v0 + MV) * L];
-            for mv in 0..MV {
-                let x = V::load(&xr[mv * L..]);
+        // SAFETY: every offset below is below tiles·n·L (douts) or tiles·L·kp
+        // (xts): n0 + mn < n, lane < L and (v0 + mv + 1)·L ≤ kp, checked above.
+        unsafe {
+            let dout = douts.as_ptr().add(t * n * L + n0 * L);
+            let xt = xts.as_ptr().add(t * L * kp + v0 * L);
+            for lane in 0..L {
+                let mut x = [V::zero(); MV];
+                for mv in 0..MV {
+                    x[mv] = V::load_ptr(xt.add(lane * kp + mv * L));
+                }
                 for mn in 0..MN {
-                    acc[mn][mv] = d[mn].fma(x, acc[mn][mv]);
+                    let d = V::splat(*dout.add(mn * L + lane));
+                    for mv in 0..MV {
+                        acc[mn][mv] = d.fma(x[mv], acc[mn][mv]);
+                    }
                 }
             }
         }
@@ -230,26 +297,29 @@ fn weight_grad_block<V: Lanes, const MN: usize, const MV: usize>(
     }
 }
 
+/// The weight gradients of inputs v0·L..(v0 + MV)·L, all outputs: the inputs'
+/// transposed values of every tile (MV·L·L values a tile) stay in L1 while the
+/// output rows go by.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn weight_grad_rows<V: Lanes, const MN: usize>(
+fn weight_grad_cols<V: Lanes, const MV: usize>(
     dw: &mut [V::T],
     douts: &[V::T],
     xts: &[V::T],
     tiles: usize,
     k: usize,
     n: usize,
-    n0: usize,
+    v0: usize,
 ) {
-    let vs = padded_k(k) / L;
-    let mut v0 = 0;
-    while v0 + 4 <= vs {
-        weight_grad_block::<V, MN, 4>(dw, douts, xts, tiles, k, n, n0, v0);
-        v0 += 4;
+    let mut n0 = 0;
+    // Registers: 6·MV accumulators, MV inputs, one broadcast output gradient.
+    while n0 + 6 <= n {
+        weight_grad_block::<V, 6, MV>(dw, douts, xts, tiles, k, n, n0, v0);
+        n0 += 6;
     }
-    while v0 < vs {
-        weight_grad_block::<V, MN, 1>(dw, douts, xts, tiles, k, n, n0, v0);
-        v0 += 1;
+    while n0 < n {
+        weight_grad_block::<V, 1, MV>(dw, douts, xts, tiles, k, n, n0, v0);
+        n0 += 1;
     }
 }
 
@@ -267,14 +337,15 @@ pub(crate) fn weight_grad<V: Lanes>(
     k: usize,
     n: usize,
 ) {
-    let mut n0 = 0;
-    while n0 + 4 <= n {
-        weight_grad_rows::<V, 4>(dw, douts, xts, tiles, k, n, n0);
-        n0 += 4;
+    let vs = padded_k(k) / L;
+    let mut v0 = 0;
+    while v0 + 4 <= vs {
+        weight_grad_cols::<V, 4>(dw, douts, xts, tiles, k, n, v0);
+        v0 += 4;
     }
-    while n0 < n {
-        weight_grad_rows::<V, 1>(dw, douts, xts, tiles, k, n, n0);
-        n0 += 1;
+    while v0 < vs {
+        weight_grad_cols::<V, 1>(dw, douts, xts, tiles, k, n, v0);
+        v0 += 1;
     }
     for (j, d) in db[..n].iter_mut().enumerate() {
         let mut acc = V::zero();
