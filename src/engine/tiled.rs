@@ -1,16 +1,18 @@
 //! The CPU engine's program: the whole layer chain on tiles of L examples (see
 //! [`crate::layers`]), fused and cache-sized.
 //!
-//! - The batch's tiles are split into one contiguous chunk per thread; a forward
-//!   or backward pass is a single parallel region in which each thread runs every
-//!   layer over its own tiles, one tile at a time (depth first), so a tile's
-//!   activations are produced and consumed while they sit in the core's cache.
+//! - The batch's tiles are split into one contiguous chunk per thread; a pass is a
+//!   single parallel region in which each thread runs every layer over its own
+//!   tiles, two at a time (depth first), so a tile's activations are produced and
+//!   consumed while they sit in the core's cache. A training pass runs each pair's
+//!   forward pass, loss and backward pass back to back ([`Program::train_pass`]).
 //! - A convolution or linear layer followed by an activation is one step: the
 //!   activation is applied in registers before the store, and its derivative is
 //!   taken from the stored output, so the pre-activation values are never kept.
 //!   Flatten is free (the tile layout of (C, H, W) and of C·H·W is the same).
-//! - Per-thread buffers hold every tile's activations (for the backward pass) and
-//!   the scratch of each step; they are allocated when the batch size first grows,
+//! - Per-thread buffers hold every tile's activations (for a separate backward pass
+//!   or [`Program::output`]; a training or inference pass reuses two slots) and the
+//!   scratch of each step; they are allocated when the batch size first grows,
 //!   never inside a training step.
 //! - Parameter gradients are accumulated per thread (convolutions: per lane, summed
 //!   once per pass; linear layers: one product per chunk over all its tiles) and
