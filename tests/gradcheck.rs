@@ -102,6 +102,60 @@ fn conv_backward_matches_finite_differences() {
     }
 }
 
+/// The input gradient against its definition, dx[c, iy, ix] = Σ w[o, c, i, j] · dout[o, y, x]
+/// over the windows that read (iy, ix), as naive loops: 5×5 and 3×3 kernels, strides 1 and
+/// 2, with and without padding, widths that end in every register-block width (the kernel
+/// skips the taps that fall on the zero border around the output gradient).
+#[test]
+fn conv_input_gradient_matches_definition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let geoms = [
+        ConvGeom { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0, stride: 1 },
+        ConvGeom { c: 1, h: 9, w: 11, o: 6, k: 5, pad: 2, stride: 1 },
+        ConvGeom { c: 2, h: 12, w: 13, o: 3, k: 5, pad: 1, stride: 2 },
+        ConvGeom { c: 3, h: 7, w: 6, o: 4, k: 3, pad: 1, stride: 2 },
+        ConvGeom { c: 2, h: 8, w: 10, o: 9, k: 3, pad: 0, stride: 1 },
+    ];
+    for g in geoms {
+        let batch = 3;
+        let (x, w, r) = (
+            randn(&mut rng, batch * g.in_len()),
+            randn(&mut rng, g.weight_len()),
+            randn(&mut rng, batch * g.out_len()),
+        );
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; g.o]);
+        conv2d_backward(Some(&mut dx), &mut dw, &mut db, &r, &x, &w, &g, batch, Par::new(2));
+        let (oh, ow) = (g.oh(), g.ow());
+        let mut want = vec![0.0; x.len()];
+        for n in 0..batch {
+            for o in 0..g.o {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let d = r[((n * g.o + o) * oh + y) * ow + xx];
+                        for c in 0..g.c {
+                            for i in 0..g.k {
+                                for j in 0..g.k {
+                                    let (iy, ix) = (
+                                        (y * g.stride + i) as isize - g.pad as isize,
+                                        (xx * g.stride + j) as isize - g.pad as isize,
+                                    );
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                                        want[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize] +=
+                                            w[((o * g.c + c) * g.k + i) * g.k + j] * d;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (i, (a, b)) in dx.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() < 1e-12, "{g:?}: dx[{i}] = {a}, by definition {b}");
+        }
+    }
+}
+
 #[test]
 fn conv_weight_gradient_accumulates() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);

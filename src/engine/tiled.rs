@@ -48,6 +48,17 @@ struct Step {
     out_numel: usize,
 }
 
+impl Step {
+    /// Tile slot `ti` of this step's input among a chunk's values.
+    fn input_tile<'a>(&self, vals: &'a [Aligned<f32>], ti: usize) -> &'a [f32] {
+        &vals[self.input][ti * self.in_numel * L..(ti + 1) * self.in_numel * L]
+    }
+    /// Tile slot `to` of this step's output among a chunk's values.
+    fn output_tile<'a>(&self, vals: &'a [Aligned<f32>], to: usize) -> &'a [f32] {
+        &vals[self.output][to * self.out_numel * L..(to + 1) * self.out_numel * L]
+    }
+}
+
 /// Where a layer's output lives.
 #[derive(Clone, Copy, Debug)]
 enum Out {
@@ -410,7 +421,7 @@ fn tile_loss(c: &mut Chunk, t: usize, labels: &[u8], class_weights: Option<&[f32
     let logits = &c.vals[c.vals.len() - 1][t * classes * L..(t + 1) * classes * L];
     let d = &mut c.dlogits[t * classes * L..(t + 1) * classes * L];
     d.fill(0.0);
-    for (lane, &y) in labels.iter().enumerate().skip(t * L).take(L).map(|(i, y)| (i - t * L, y)) {
+    for (lane, &y) in labels.iter().skip(t * L).take(L).enumerate() {
         for (z, v) in c.logit_row.iter_mut().zip(logits.iter().skip(lane).step_by(L)) {
             *z = *v;
         }
@@ -448,8 +459,8 @@ fn linear_backward_prelude<V: Lanes<T = f32>>(
     act_done: bool,
 ) {
     let Kind::Linear { k, n, act, .. } = &s.kind else { unreachable!("a linear step") };
-    let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
-    let y = &c.vals[s.output][to * s.out_numel * L..(to + 1) * s.out_numel * L];
+    let x = s.input_tile(&c.vals, ti);
+    let y = s.output_tile(&c.vals, to);
     if let Some(a) = act.filter(|_| !act_done) {
         activation::backward_from_output::<V>(a, dy, y);
     }
@@ -481,8 +492,8 @@ fn step_backward<V: Lanes<T = f32>>(
     let dx = &mut dx[..s.in_numel * L];
     match &s.kind {
         Kind::Conv { g, act, .. } => {
-            let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
-            let y = &c.vals[s.output][to * s.out_numel * L..(to + 1) * s.out_numel * L];
+            let x = s.input_tile(&c.vals, ti);
+            let y = s.output_tile(&c.vals, to);
             if let Some(a) = act.filter(|_| !act_done) {
                 activation::backward_from_output::<V>(a, dy, y);
             }
@@ -509,7 +520,7 @@ fn step_backward<V: Lanes<T = f32>>(
             c.prof[si][3] += clock.lap();
         }
         Kind::Pool { g, channels } => {
-            let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
+            let x = s.input_tile(&c.vals, ti);
             if !first {
                 match act_before_pool(steps, si) {
                     Some(a) => pool::backward_tile_act::<V>(dx, x, dy, g, *channels, a),
@@ -519,8 +530,8 @@ fn step_backward<V: Lanes<T = f32>>(
             c.prof[si][3] += clock.lap();
         }
         Kind::Act(a) => {
-            let x = &c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
-            let y = &c.vals[s.output][to * s.out_numel * L..(to + 1) * s.out_numel * L];
+            let x = s.input_tile(&c.vals, ti);
+            let y = s.output_tile(&c.vals, to);
             if !first {
                 activation::backward_from_input::<V>(*a, dx, x, y, dy);
             }

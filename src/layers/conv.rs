@@ -110,19 +110,30 @@ pub fn pad_tile<T: Real>(xp: &mut [T], x: &[T], g: &ConvGeom) {
     }
 }
 
+/// The part of a kernel's (padded) input that can be nonzero: rows `rows.0..rows.1`,
+/// columns `cols.0..cols.1`. A register block skips the taps whose inputs all lie
+/// outside it (they would add exact zeros): the padding of a forward convolution, and
+/// the K−1 border of zeros around the output gradient in the input-gradient one.
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
 /// One register block of the forward pass: output channels o0..o0+MO, output
 /// row y, columns x0..x0+MX. `K` is the kernel size when known at compile time
-/// (0: take it from `g`).
+/// (0: take it from `g`). Rows outside `live` are skipped; so are columns when
+/// `COLS` (the input-gradient convolution, whose zero border is K−1 wide).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize>(
+fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize, const COLS: bool>(
     out: &mut [V::T],
     xp: &[V::T],
     w: &[V::T],
     b: Option<&[V::T]>,
     g: &ConvGeom,
     act: Option<Activation>,
-    rows: (usize, usize),
+    live: Live,
     o0: usize,
     y: usize,
     x0: usize,
@@ -142,10 +153,14 @@ fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize>(
             acc[mo] = [V::splat(b[o0 + mo]); MX];
         }
     }
+    // Tap columns kj..kj+(MX−1)·s: the taps outside kj_lo..kj_hi read only zero columns.
+    let kj_lo = live.cols.0.saturating_sub(x0 * s + (MX - 1) * s);
+    let kj_hi = live.cols.1.saturating_sub(x0 * s).min(k);
+    let all_taps = kj_lo == 0 && kj_hi == k;
     let (xp, w) = (xp.as_ptr(), w.as_ptr());
     for ci in 0..g.c {
         for ki in 0..k {
-            if y * s + ki < rows.0 || y * s + ki >= rows.1 {
+            if y * s + ki < live.rows.0 || y * s + ki >= live.rows.1 {
                 continue; // a row of zeros
             }
             // SAFETY: every offset below is at most x_end − L (for xp) and
@@ -153,17 +168,15 @@ fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize>(
             unsafe {
                 let xrow = xp.add(((ci * hp + y * s + ki) * wp + x0 * s) * L);
                 let wrow = w.add(o0 * kk + (ci * k + ki) * k);
-                for kj in 0..k {
-                    // Registers: MO·MX accumulators, MX inputs, one broadcast weight.
-                    let mut xv = [V::zero(); MX];
-                    for mx in 0..MX {
-                        xv[mx] = V::load_ptr(xrow.add((mx * s + kj) * L));
+                // COLS is a type parameter, not a runtime flag: a second tap loop beside
+                // the first in the forward passes cost conv1's forward pass a third.
+                if COLS && !all_taps {
+                    for kj in kj_lo..kj_hi {
+                        forward_tap::<V, MO, MX>(&mut acc, xrow, wrow, kk, s, kj);
                     }
-                    for mo in 0..MO {
-                        let wv = V::splat(*wrow.add(mo * kk + kj));
-                        for mx in 0..MX {
-                            acc[mo][mx] = wv.fma(xv[mx], acc[mo][mx]);
-                        }
+                } else {
+                    for kj in 0..k {
+                        forward_tap::<V, MO, MX>(&mut acc, xrow, wrow, kk, s, kj);
                     }
                 }
             }
@@ -180,77 +193,105 @@ fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize>(
     }
 }
 
+/// One kernel column `kj` of a forward register block:
+/// acc[mo][mx] += w[mo·kk + kj] · x[(mx·s + kj)·L] for the row pointers `wrow`, `xrow`.
+///
+/// # Safety
+/// `xrow` must be readable up to offset ((MX−1)·s + kj + 1)·L and `wrow` at (MO−1)·kk + kj.
+#[inline(always)]
+unsafe fn forward_tap<V: Lanes, const MO: usize, const MX: usize>(
+    acc: &mut [[V; MX]; MO],
+    xrow: *const V::T,
+    wrow: *const V::T,
+    kk: usize,
+    s: usize,
+    kj: usize,
+) {
+    // Registers: MO·MX accumulators, MX inputs, one broadcast weight.
+    let mut xv = [V::zero(); MX];
+    for mx in 0..MX {
+        xv[mx] = V::load_ptr(xrow.add((mx * s + kj) * L));
+    }
+    for mo in 0..MO {
+        let wv = V::splat(*wrow.add(mo * kk + kj));
+        for mx in 0..MX {
+            acc[mo][mx] = wv.fma(xv[mx], acc[mo][mx]);
+        }
+    }
+}
+
 /// Output channels o0..o0+MO over the whole output: column blocks of MX, then single columns.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn forward_channels<V: Lanes, const MO: usize, const MX: usize, const K: usize>(
+fn forward_channels<V: Lanes, const MO: usize, const MX: usize, const K: usize, const COLS: bool>(
     out: &mut [V::T],
     xp: &[V::T],
     w: &[V::T],
     b: Option<&[V::T]>,
     g: &ConvGeom,
     act: Option<Activation>,
-    rows: (usize, usize),
+    live: Live,
     o0: usize,
 ) {
     let ow = g.ow();
     for y in 0..g.oh() {
         let mut x0 = 0;
         while x0 + MX <= ow {
-            forward_block::<V, MO, MX, K>(out, xp, w, b, g, act, rows, o0, y, x0);
+            forward_block::<V, MO, MX, K, COLS>(out, xp, w, b, g, act, live, o0, y, x0);
             x0 += MX;
         }
         if MX > 2 && x0 + 2 <= ow {
-            forward_block::<V, MO, 2, K>(out, xp, w, b, g, act, rows, o0, y, x0);
+            forward_block::<V, MO, 2, K, COLS>(out, xp, w, b, g, act, live, o0, y, x0);
             x0 += 2;
         }
         while x0 < ow {
-            forward_block::<V, MO, 1, K>(out, xp, w, b, g, act, rows, o0, y, x0);
+            forward_block::<V, MO, 1, K, COLS>(out, xp, w, b, g, act, live, o0, y, x0);
             x0 += 1;
         }
     }
 }
 
 #[inline(always)]
-fn forward_tile_k<V: Lanes, const K: usize>(
+fn forward_tile_k<V: Lanes, const K: usize, const COLS: bool>(
     out: &mut [V::T],
     xp: &[V::T],
     w: &[V::T],
     b: Option<&[V::T]>,
     g: &ConvGeom,
     act: Option<Activation>,
-    rows: (usize, usize),
+    live: Live,
 ) {
     let mut o0 = 0;
     // Eight channels by three columns, or by two when the width splits evenly so.
     let pairs = !g.ow().is_multiple_of(3) && g.ow().is_multiple_of(2);
     while o0 + 8 <= g.o {
         if pairs {
-            forward_channels::<V, 8, 2, K>(out, xp, w, b, g, act, rows, o0);
+            forward_channels::<V, 8, 2, K, COLS>(out, xp, w, b, g, act, live, o0);
         } else {
-            forward_channels::<V, 8, 3, K>(out, xp, w, b, g, act, rows, o0);
+            forward_channels::<V, 8, 3, K, COLS>(out, xp, w, b, g, act, live, o0);
         }
         o0 += 8;
     }
     if g.o - o0 >= 6 {
-        forward_channels::<V, 6, 4, K>(out, xp, w, b, g, act, rows, o0);
+        forward_channels::<V, 6, 4, K, COLS>(out, xp, w, b, g, act, live, o0);
         o0 += 6;
     }
     if g.o - o0 >= 4 {
-        forward_channels::<V, 4, 4, K>(out, xp, w, b, g, act, rows, o0);
+        forward_channels::<V, 4, 4, K, COLS>(out, xp, w, b, g, act, live, o0);
         o0 += 4;
     }
     if g.o - o0 >= 2 {
-        forward_channels::<V, 2, 4, K>(out, xp, w, b, g, act, rows, o0);
+        forward_channels::<V, 2, 4, K, COLS>(out, xp, w, b, g, act, live, o0);
         o0 += 2;
     }
     if g.o - o0 >= 1 {
-        forward_channels::<V, 1, 4, K>(out, xp, w, b, g, act, rows, o0);
+        forward_channels::<V, 1, 4, K, COLS>(out, xp, w, b, g, act, live, o0);
     }
 }
 
 /// out (O, OH, OW, L) = act(w (O, C, K, K) ⋆ xp (C, Hp, Wp, L) + b (O)) for one
-/// tile, xp being the input already padded ([`pad_tile`]); no bias when `b` is None.
+/// tile, xp being the input already padded ([`pad_tile`]: its border is zero, and
+/// skipped); no bias when `b` is None.
 #[inline(always)]
 pub(crate) fn forward_tile<V: Lanes>(
     out: &mut [V::T],
@@ -260,25 +301,25 @@ pub(crate) fn forward_tile<V: Lanes>(
     g: &ConvGeom,
     act: Option<Activation>,
 ) {
-    forward_tile_rows::<V>(out, xp, w, b, g, act, (0, g.hp()));
+    let live = Live { rows: (g.pad, g.pad + g.h), cols: (g.pad, g.pad + g.w) };
+    forward_tile_live::<V, false>(out, xp, w, b, g, act, live);
 }
 
-/// [`forward_tile`] when only input rows `rows.0..rows.1` can be nonzero (the
-/// others are skipped).
+/// [`forward_tile`] when only the `live` part of xp can be nonzero.
 #[inline(always)]
-fn forward_tile_rows<V: Lanes>(
+fn forward_tile_live<V: Lanes, const COLS: bool>(
     out: &mut [V::T],
     xp: &[V::T],
     w: &[V::T],
     b: Option<&[V::T]>,
     g: &ConvGeom,
     act: Option<Activation>,
-    rows: (usize, usize),
+    live: Live,
 ) {
     if g.k == 5 {
-        forward_tile_k::<V, 5>(out, xp, w, b, g, act, rows);
+        forward_tile_k::<V, 5, COLS>(out, xp, w, b, g, act, live);
     } else {
-        forward_tile_k::<V, 0>(out, xp, w, b, g, act, rows);
+        forward_tile_k::<V, 0, COLS>(out, xp, w, b, g, act, live);
     }
 }
 
@@ -439,17 +480,17 @@ pub(crate) fn input_grad_tile<V: Lanes>(
             }
         }
     }
-    // Rows of the spread gradient outside these are all zero.
-    let rows = (k - 1, k + (oh - 1) * s);
+    // The spread gradient is zero outside these rows and columns.
+    let live = Live { rows: (k - 1, k + (oh - 1) * s), cols: (k - 1, k + (ow - 1) * s) };
     if g.input_grad_is_exact() {
-        forward_tile_rows::<V>(dx, spread, wf, None, &gt, None, rows);
+        forward_tile_live::<V, true>(dx, spread, wf, None, &gt, None, live);
         return;
     }
     // The gradient of the padded input, then cropped; rows and columns the windows
     // never reach get zero.
     let (gh, gw) = (gt.oh(), gt.ow());
     let full = &mut dxp[..g.c * gh * gw * L];
-    forward_tile_rows::<V>(full, spread, wf, None, &gt, None, rows);
+    forward_tile_live::<V, true>(full, spread, wf, None, &gt, None, live);
     for c in 0..g.c {
         for y in 0..g.h {
             for x in 0..g.w {
