@@ -169,7 +169,7 @@ fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize, con
                 let xrow = xp.add(((ci * hp + y * s + ki) * wp + x0 * s) * L);
                 let wrow = w.add(o0 * kk + (ci * k + ki) * k);
                 // COLS is a type parameter, not a runtime flag: a second tap loop beside
-                // the first in the forward passes cost conv1's forward pass a third.
+                // the first made conv1's forward pass take half again as long.
                 if COLS && !all_taps {
                     for kj in kj_lo..kj_hi {
                         forward_tap::<V, MO, MX>(&mut acc, xrow, wrow, kk, s, kj);
