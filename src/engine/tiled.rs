@@ -344,7 +344,7 @@ impl Tiled {
 #[inline(always)]
 fn step_forward<V: Lanes<T = f32>>(s: &Step, c: &mut Chunk, si: usize, (ti, to): (usize, usize), params: &[f32]) {
     let (before, after) = c.vals.split_at_mut(s.output);
-    let x = &before[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L];
+    let x = s.input_tile(before, ti);
     let y = &mut after[0][to * s.out_numel * L..(to + 1) * s.out_numel * L];
     match &s.kind {
         Kind::Conv { g, w, b, act } => {
