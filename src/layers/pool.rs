@@ -37,41 +37,67 @@ impl PoolGeom {
 /// out (C, OH, OW, L) = pool(inp (C, H, W, L)) for one tile of `planes` = C planes.
 #[inline(always)]
 pub(crate) fn forward_tile<V: Lanes>(out: &mut [V::T], inp: &[V::T], g: &PoolGeom, planes: usize) {
-    let (oh, ow, k, s, h, w) = (g.oh(), g.ow(), g.size, g.stride, g.h, g.w);
+    // LeNet's 2×2 windows get their loops unrolled; the kind is chosen once, not per window.
+    match (g.kind, g.size) {
+        (PoolKind::Avg, 2) => forward_tile_k::<V, true, 2>(out, inp, g, planes),
+        (PoolKind::Max, 2) => forward_tile_k::<V, false, 2>(out, inp, g, planes),
+        (PoolKind::Avg, _) => forward_tile_k::<V, true, 0>(out, inp, g, planes),
+        (PoolKind::Max, _) => forward_tile_k::<V, false, 0>(out, inp, g, planes),
+    }
+}
+
+/// [`forward_tile`] for average (`AVG`) or max pooling with windows of `K` (0: `g.size`).
+#[inline(always)]
+fn forward_tile_k<V: Lanes, const AVG: bool, const K: usize>(
+    out: &mut [V::T],
+    inp: &[V::T],
+    g: &PoolGeom,
+    planes: usize,
+) {
+    let k = if K > 0 { K } else { g.size };
+    let (oh, ow, s, h, w) = (g.oh(), g.ow(), g.stride, g.h, g.w);
     let scale = V::splat(V::T::one() / <V::T as NumCast>::from(k * k).expect("window size fits"));
+    // Every window lies inside its plane ((oh − 1)·s + k ≤ h by the definition of oh), so
+    // the loops read inp[..planes·h·w·L] and write out[..planes·oh·ow·L]: checked here once.
+    assert!(inp.len() >= planes * h * w * L && out.len() >= planes * oh * ow * L, "pooling tile out of bounds");
+    let (x, y) = (inp.as_ptr(), out.as_mut_ptr());
     for c in 0..planes {
-        let x = &inp[c * h * w * L..(c + 1) * h * w * L];
         for i in 0..oh {
             for j in 0..ow {
-                let mut acc = V::load(&x[((i * s) * w + j * s) * L..]);
-                for di in 0..k {
-                    for dj in 0..k {
-                        if di + dj == 0 {
-                            continue;
+                // SAFETY: the window's rows i·s..i·s+k and columns j·s..j·s+k are inside
+                // plane c, and output (c, i, j) inside out (both checked above).
+                unsafe {
+                    let at = x.add(((c * h + i * s) * w + j * s) * L);
+                    let mut acc = V::load_ptr(at);
+                    for di in 0..k {
+                        for dj in 0..k {
+                            if di + dj == 0 {
+                                continue;
+                            }
+                            let v = V::load_ptr(at.add((di * w + dj) * L));
+                            acc = if AVG { acc.add(v) } else { v.gt_select(acc, v, acc) };
                         }
-                        let v = V::load(&x[((i * s + di) * w + j * s + dj) * L..]);
-                        acc = match g.kind {
-                            PoolKind::Avg => acc.add(v),
-                            PoolKind::Max => v.gt_select(acc, v, acc),
-                        };
                     }
+                    if AVG {
+                        acc = acc.mul(scale);
+                    }
+                    acc.store_ptr(y.add(((c * oh + i) * ow + j) * L));
                 }
-                if g.kind == PoolKind::Avg {
-                    acc = acc.mul(scale);
-                }
-                acc.store(&mut out[((c * oh + i) * ow + j) * L..]);
             }
         }
     }
 }
 
-/// dx[p..p + L] = v, or += v where windows overlap.
+/// dx[0..L] = v, or += v where windows overlap.
+///
+/// # Safety
+/// `dx` must be valid for reads and writes of L values.
 #[inline(always)]
-fn put<V: Lanes>(dx: &mut [V::T], p: usize, v: V, disjoint: bool) {
+unsafe fn put<V: Lanes>(dx: *mut V::T, v: V, disjoint: bool) {
     if disjoint {
-        v.store(&mut dx[p..]);
+        v.store_ptr(dx);
     } else {
-        V::load(&dx[p..]).add(v).store(&mut dx[p..]);
+        V::load_ptr(dx).add(v).store_ptr(dx);
     }
 }
 
@@ -109,10 +135,12 @@ pub(crate) fn backward_tile_act<V: Lanes>(
     }
 }
 
-/// What the pooling's backward pass stores at position p of its input, given the
-/// gradient there.
+/// What the pooling's backward pass stores at a position of its input, given the
+/// gradient there and a pointer to the input's value there.
 trait Epilogue: Copy {
-    fn apply<V: Lanes>(self, d: V, inp: &[V::T], p: usize) -> V;
+    /// # Safety
+    /// `inp` must be valid for reads of L values.
+    unsafe fn apply<V: Lanes>(self, d: V, inp: *const V::T) -> V;
 }
 
 /// The gradient itself.
@@ -121,7 +149,7 @@ struct NoAct;
 
 impl Epilogue for NoAct {
     #[inline(always)]
-    fn apply<V: Lanes>(self, d: V, _: &[V::T], _: usize) -> V {
+    unsafe fn apply<V: Lanes>(self, d: V, _: *const V::T) -> V {
         d
     }
 }
@@ -133,19 +161,19 @@ struct Df<const A: u8>(f32);
 
 impl<const A: u8> Epilogue for Df<A> {
     #[inline(always)]
-    fn apply<V: Lanes>(self, d: V, inp: &[V::T], p: usize) -> V {
+    unsafe fn apply<V: Lanes>(self, d: V, inp: *const V::T) -> V {
         let a = match A {
             0 => Activation::Sigmoid,
             1 => Activation::Tanh,
             2 => Activation::Relu,
             _ => Activation::LeakyRelu(self.0),
         };
-        activation::df_from_output(a, d, V::load(&inp[p..]))
+        activation::df_from_output(a, d, V::load_ptr(inp))
     }
 }
 
-/// The pooling's backward pass, storing `epi.apply(gradient, inp, p)` at each
-/// position p of inp (which must map a zero gradient to zero: positions no window
+/// The pooling's backward pass, storing `epi.apply(gradient, inp)` at each
+/// position of inp (which must map a zero gradient to zero: positions no window
 /// reaches are zero).
 #[inline(always)]
 fn backward_tile_with<V: Lanes, E: Epilogue>(
@@ -156,7 +184,28 @@ fn backward_tile_with<V: Lanes, E: Epilogue>(
     planes: usize,
     epi: E,
 ) {
-    let (oh, ow, k, s, h, w) = (g.oh(), g.ow(), g.size, g.stride, g.h, g.w);
+    let (dx, x, d) = (dinp, inp, dout);
+    match (g.kind, g.size) {
+        (PoolKind::Avg, 2) => backward_tile_k::<V, E, true, 2>(dx, x, d, g, planes, epi),
+        (PoolKind::Max, 2) => backward_tile_k::<V, E, false, 2>(dx, x, d, g, planes, epi),
+        (PoolKind::Avg, _) => backward_tile_k::<V, E, true, 0>(dx, x, d, g, planes, epi),
+        (PoolKind::Max, _) => backward_tile_k::<V, E, false, 0>(dx, x, d, g, planes, epi),
+    }
+}
+
+/// [`backward_tile_with`] for average (`AVG`) or max pooling with windows of `K`
+/// (0: `g.size`).
+#[inline(always)]
+fn backward_tile_k<V: Lanes, E: Epilogue, const AVG: bool, const K: usize>(
+    dinp: &mut [V::T],
+    inp: &[V::T],
+    dout: &[V::T],
+    g: &PoolGeom,
+    planes: usize,
+    epi: E,
+) {
+    let k = if K > 0 { K } else { g.size };
+    let (oh, ow, s, h, w) = (g.oh(), g.ow(), g.stride, g.h, g.w);
     let scale = V::splat(V::T::one() / <V::T as NumCast>::from(k * k).expect("window size fits"));
     let (zero, one) = (V::zero(), V::splat(V::T::one()));
     // Non-overlapping windows write every covered position once: no need to add.
@@ -165,30 +214,34 @@ fn backward_tile_with<V: Lanes, E: Epilogue>(
     if !(s == k && oh * k == h && ow * k == w) {
         dinp[..planes * h * w * L].fill(V::T::zero());
     }
+    // As in the forward pass, every window lies inside its plane: the loops read
+    // inp and dinp up to planes·h·w·L and dout up to planes·oh·ow·L, checked here once.
+    let n = planes * h * w * L;
+    assert!(inp.len() >= n && dinp.len() >= n && dout.len() >= planes * oh * ow * L, "pooling tile out of bounds");
+    let (x, dx, dy) = (inp.as_ptr(), dinp.as_mut_ptr(), dout.as_ptr());
     for c in 0..planes {
-        let x = &inp[c * h * w * L..(c + 1) * h * w * L];
-        let dx = &mut dinp[c * h * w * L..(c + 1) * h * w * L];
         for i in 0..oh {
             for j in 0..ow {
-                let d = V::load(&dout[((c * oh + i) * ow + j) * L..]);
-                let p0 = ((i * s) * w + j * s) * L;
-                match g.kind {
-                    PoolKind::Avg => {
+                // SAFETY: window (c, i, j) is inside plane c and output (c, i, j) inside
+                // dout, as checked above.
+                unsafe {
+                    let d = V::load_ptr(dy.add(((c * oh + i) * ow + j) * L));
+                    let p0 = ((c * h + i * s) * w + j * s) * L;
+                    if AVG {
                         let v = d.mul(scale);
                         for di in 0..k {
                             for dj in 0..k {
                                 let p = p0 + (di * w + dj) * L;
-                                put(dx, p, epi.apply(v, inp, c * h * w * L + p), disjoint);
+                                put(dx.add(p), epi.apply(v, x.add(p)), disjoint);
                             }
                         }
-                    }
-                    PoolKind::Max => {
+                    } else {
                         // The first maximum of each lane's window: its value and position.
-                        let mut best = V::load(&x[p0..]);
+                        let mut best = V::load_ptr(x.add(p0));
                         let (mut at, mut e) = (zero, zero);
                         for di in 0..k {
                             for dj in 0..k {
-                                let v = V::load(&x[p0 + (di * w + dj) * L..]);
+                                let v = V::load_ptr(x.add(p0 + (di * w + dj) * L));
                                 at = v.gt_select(best, e, at);
                                 best = v.gt_select(best, v, best);
                                 e = e.add(one);
@@ -198,7 +251,7 @@ fn backward_tile_with<V: Lanes, E: Epilogue>(
                         for di in 0..k {
                             for dj in 0..k {
                                 let p = p0 + (di * w + dj) * L;
-                                put(dx, p, epi.apply(at.eq_select(e, d, zero), inp, c * h * w * L + p), disjoint);
+                                put(dx.add(p), epi.apply(at.eq_select(e, d, zero), x.add(p)), disjoint);
                                 e = e.add(one);
                             }
                         }
