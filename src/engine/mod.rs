@@ -12,6 +12,7 @@
 //! whole forward or backward pass in one parallel region. The network sees only
 //! the [`Program`] interface; the tests check the two against each other.
 
+mod chunks;
 pub mod cpu;
 pub mod tiled;
 

@@ -18,8 +18,7 @@
 //!   once per pass; linear layers: one product per chunk over all its tiles) and
 //!   added in chunk order, so the same thread count always gives the same bits.
 
-use rayon::prelude::*;
-
+use super::chunks::for_each_chunk;
 use super::cpu::{CpuEngine, CpuExamples};
 use super::{Chain, LayerOp, Program};
 use crate::layers::conv::{self, ConvGeom};
@@ -317,7 +316,7 @@ impl Tiled {
         let tiles = count(batch);
         let (steps, profiling) = (&self.steps, self.profiling);
         engine.pool.install(|| {
-            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
+            for_each_chunk(&mut self.chunks[..used], |ci, c| {
                 let tiles = tile_range(ci, per, tiles).len();
                 dispatch(ChunkPass { forward: true, keep, ..ChunkPass::new(steps, c, tiles, params, profiling) });
             });
@@ -776,7 +775,7 @@ impl Program<CpuEngine> for Tiled {
         let numel = self.numels[0];
         let tiles = count(batch);
         engine.pool.install(|| {
-            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
+            for_each_chunk(&mut self.chunks[..used], |ci, c| {
                 let r = tile_range(ci, per, tiles);
                 let idx = &indices[(r.start * L).min(batch)..(r.end * L).min(batch)];
                 dispatch(Gather { dst: &mut c.vals[0], examples, indices: idx, numel });
@@ -840,7 +839,7 @@ impl Program<CpuEngine> for Tiled {
         let tiles = count(batch);
         let (steps, wflip, profiling) = (&self.steps, &self.wflip[..], self.profiling);
         engine.pool.install(|| {
-            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
+            for_each_chunk(&mut self.chunks[..used], |ci, c| {
                 let tiles = tile_range(ci, per, tiles).len();
                 dispatch(ChunkPass { backward: Some(wflip), ..ChunkPass::new(steps, c, tiles, params, profiling) });
             });
@@ -871,7 +870,7 @@ impl Program<CpuEngine> for Tiled {
         let tiles = count(batch);
         let (steps, wflip, profiling) = (&self.steps, &self.wflip[..], self.profiling);
         engine.pool.install(|| {
-            self.chunks[..used].par_iter_mut().enumerate().for_each(|(ci, c)| {
+            for_each_chunk(&mut self.chunks[..used], |ci, c| {
                 let r = tile_range(ci, per, tiles);
                 let labels = &labels[r.start * L..(r.end * L).min(batch)];
                 dispatch(ChunkPass {
