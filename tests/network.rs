@@ -229,29 +229,34 @@ fn train_step_and_infer_are_the_passes_in_one_job() {
     let labels: Vec<u8> = (0..count).map(|_| rng.gen_range(0..10)).collect();
     let indices: Vec<u32> = (0..count as u32).rev().step_by(3).collect();
     let kind = OptimizerKind::Sgd { momentum: 0.9, nesterov: false, weight_decay: 1e-3 };
-    let new_net = |threads: usize, class_weights: Option<&[f32]>| {
-        let mut net = Network::new(CpuEngine::new(threads).unwrap(), &spec).unwrap();
+    let relu = Spec::preset("relu").unwrap();
+    let new_net_of = |spec: &Spec, threads: usize, class_weights: Option<&[f32]>| {
+        let mut net = Network::new(CpuEngine::new(threads).unwrap(), spec).unwrap();
         net.set_params(&params).unwrap();
         net.set_class_weights(class_weights).unwrap();
         let examples = net.engine.upload_examples(&images, &labels, &spec.input);
         (net, examples, Optimizer::new(kind, params.len()).unwrap())
     };
+    let new_net = |threads: usize, class_weights: Option<&[f32]>| new_net_of(&spec, threads, class_weights);
     let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
 
     // The CPU program runs a training step pair of tiles by pair of tiles (forward,
     // loss, backward): batches of 3 tiles (a pair and a single tile on 2 threads)
     // and of 7 (on 1 thread three pairs and a single; on 3 threads 3 + 3 + 1 tiles),
-    // with and without class weights.
+    // with and without class weights; sigmoid and average pooling (whose backward pass
+    // works in place in a training step), then ReLU and max pooling (the relu preset,
+    // the same parameter shapes).
     let all: Vec<u32> = (0..count as u32).collect();
     let weights: Vec<f32> = (0..10).map(|c| 0.5 + c as f32 / 7.0).collect();
-    for (threads, idx, class_weights) in [
-        (2, &indices[..], None),
-        (1, &all[..], Some(&weights[..])),
-        (3, &all[..], None),
-        (2, &all[..], Some(&weights[..])),
+    for (spec, threads, idx, class_weights) in [
+        (&spec, 2, &indices[..], None),
+        (&spec, 1, &all[..], Some(&weights[..])),
+        (&spec, 3, &all[..], None),
+        (&spec, 2, &all[..], Some(&weights[..])),
+        (&relu, 2, &all[..], None),
     ] {
-        let (mut a, ex_a, mut opt_a) = new_net(threads, class_weights);
-        let (mut b, ex_b, mut opt_b) = new_net(threads, class_weights);
+        let (mut a, ex_a, mut opt_a) = new_net_of(spec, threads, class_weights);
+        let (mut b, ex_b, mut opt_b) = new_net_of(spec, threads, class_weights);
         let n = idx.len();
         for _ in 0..3 {
             let stats = a.train_step(&ex_a, idx, &mut opt_a, 0.1, Some(1.0));

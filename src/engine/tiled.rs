@@ -76,7 +76,7 @@ struct Chunk {
     /// Ping-pong gradient tiles for the backward pass, one of each per tile of a pair.
     da: [Aligned<f32>; 2],
     db: [Aligned<f32>; 2],
-    /// Per step: a padded input tile (convolutions).
+    /// Per step: two padded input tiles (convolutions), one per tile of a pair.
     xp: Vec<Aligned<f32>>,
     /// Per step: spread output-gradient tile (zero border) and padded input gradient (convolutions).
     spread: Vec<Aligned<f32>>,
@@ -260,7 +260,8 @@ impl Tiled {
                     match &s.kind {
                         Kind::Conv { g, .. } => {
                             let (a, b, d) = conv::scratch_len(g);
-                            (xp, spread, dxp) = (z(a), z(b), z(d));
+                            // Two padded inputs: one per tile of a pair (see `padded_input`).
+                            (xp, spread, dxp) = (z(2 * a), z(b), z(d));
                             (dwl, dbl) = (z(g.weight_len() * L), z(g.o * L));
                         }
                         Kind::Linear { k, n, .. } => {
@@ -350,8 +351,9 @@ fn step_forward<V: Lanes<T = f32>>(s: &Step, c: &mut Chunk, si: usize, (ti, to):
             let xp: &[f32] = if g.pad == 0 {
                 x
             } else {
-                conv::pad_tile(&mut c.xp[si], x, g);
-                &c.xp[si]
+                let xp = padded_input(&mut c.xp[si], g, to);
+                conv::pad_tile(xp, x, g);
+                xp
             };
             conv::forward_tile::<V>(y, xp, &params[w.clone()], Some(&params[b.clone()]), g, *act);
         }
@@ -364,6 +366,15 @@ fn step_forward<V: Lanes<T = f32>>(s: &Step, c: &mut Chunk, si: usize, (ti, to):
             linear::forward_tile::<V>(y, x, &params[w.clone()], &params[b.clone()], *k, *n, *act)
         }
     }
+}
+
+/// The padded input of a convolution for the tile whose output is in slot `to`: one
+/// buffer for each tile of a pair (pairs start at even tiles), so that the backward
+/// pass right after the forward pass finds both still there.
+#[inline(always)]
+fn padded_input<'a>(xp: &'a mut [f32], g: &ConvGeom, to: usize) -> &'a mut [f32] {
+    let n = g.padded_len() * L;
+    &mut xp[(to % 2) * n..(to % 2 + 1) * n]
 }
 
 /// The tile slot of value `v` (of `values`, the last being the logits) for local
@@ -445,6 +456,19 @@ fn act_before_pool(steps: &[Step], si: usize) -> Option<Activation> {
     }
 }
 
+/// Whether pooling step `si` takes the derivative of the activation fused into the
+/// convolution before it in place, over that activation's outputs (see
+/// [`pool::backward_tile_io`]; the convolution's weight gradient then reads
+/// them from there): when those outputs are not kept for later, and the windows tile them.
+fn pool_in_place(steps: &[Step], si: usize, keep: bool) -> bool {
+    let Kind::Pool { g, .. } = &steps[si].kind else { return false };
+    !keep
+        && si > 0
+        && matches!(steps[si - 1].kind, Kind::Conv { .. })
+        && act_before_pool(steps, si).is_some()
+        && pool::tiles_input(g)
+}
+
 /// A linear step's backward pass on local tile `t` before its input gradient:
 /// the activation's derivative into dy (unless a pooling took it, `act_done`), and
 /// the tile's output gradient and transposed input kept for the weight gradient.
@@ -481,26 +505,37 @@ fn step_backward<V: Lanes<T = f32>>(
     (ti, to, t): (usize, usize, usize),
     (dy, dx): (&mut [f32], &mut [f32]),
     act_done: bool,
+    (keep, fresh): (bool, bool),
     params: &[f32],
     wflip: &[Vec<f32>],
     clock: &mut Lap,
 ) {
     let s = &steps[si];
     let first = si == 0;
-    let dy = &mut dy[..s.out_numel * L];
     let dx = &mut dx[..s.in_numel * L];
     match &s.kind {
         Kind::Conv { g, act, .. } => {
             let x = s.input_tile(&c.vals, ti);
             let y = s.output_tile(&c.vals, to);
-            if let Some(a) = act.filter(|_| !act_done) {
-                activation::backward_from_output::<V>(a, dy, y);
-            }
+            // The pooling after this step left the gradient in place of the outputs.
+            let dy: &[f32] = if act_done && pool_in_place(steps, si + 1, keep) {
+                y
+            } else {
+                let dy = &mut dy[..s.out_numel * L];
+                if let Some(a) = act.filter(|_| !act_done) {
+                    activation::backward_from_output::<V>(a, dy, y);
+                }
+                dy
+            };
             let xp: &[f32] = if g.pad == 0 {
                 x
             } else {
-                conv::pad_tile(&mut c.xp[si], x, g);
-                &c.xp[si]
+                let xp = padded_input(&mut c.xp[si], g, to);
+                // The forward pass of this pass padded it already.
+                if !fresh {
+                    conv::pad_tile(xp, x, g);
+                }
+                xp
             };
             c.prof[si][1] += clock.lap();
             conv::weight_grad_tile::<V>(&mut c.dwl[si], &mut c.dbl[si], dy, xp, g);
@@ -511,6 +546,7 @@ fn step_backward<V: Lanes<T = f32>>(
             c.prof[si][3] += clock.lap();
         }
         Kind::Linear { k, n, w, .. } => {
+            let dy = &mut dy[..s.out_numel * L];
             linear_backward_prelude::<V>(s, si, c, (ti, to, t), dy, act_done);
             c.prof[si][1] += clock.lap();
             if !first {
@@ -519,16 +555,20 @@ fn step_backward<V: Lanes<T = f32>>(
             c.prof[si][3] += clock.lap();
         }
         Kind::Pool { g, channels } => {
-            let x = s.input_tile(&c.vals, ti);
+            let dy = &dy[..s.out_numel * L];
             if !first {
-                match act_before_pool(steps, si) {
-                    Some(a) => pool::backward_tile_act::<V>(dx, x, dy, g, *channels, a),
-                    None => pool::backward_tile::<V>(dx, x, dy, g, *channels),
-                }
+                let io = if pool_in_place(steps, si, keep) {
+                    pool::Io::in_place(&mut c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L])
+                } else {
+                    pool::Io::split(dx, s.input_tile(&c.vals, ti))
+                };
+                // One call site: each pooling kernel is inlined once.
+                pool::backward_tile_io::<V>(io, dy, g, *channels, act_before_pool(steps, si));
             }
             c.prof[si][3] += clock.lap();
         }
         Kind::Act(a) => {
+            let dy = &dy[..s.out_numel * L];
             let x = s.input_tile(&c.vals, ti);
             let y = s.output_tile(&c.vals, to);
             if !first {
@@ -550,7 +590,7 @@ fn pair_backward<V: Lanes<T = f32>>(
     steps: &[Step],
     c: &mut Chunk,
     (t0, pair): (usize, bool),
-    keep: bool,
+    (keep, fresh): (bool, bool),
     params: &[f32],
     wflip: &[Vec<f32>],
     classes: usize,
@@ -588,7 +628,18 @@ fn pair_backward<V: Lanes<T = f32>>(
                 // One call site: each step's kernels are inlined once.
                 for u in 0..tiles {
                     let (dy, dx) = (&mut d[u][..], &mut dnext[u][..]);
-                    step_backward::<V>(steps, si, c, slots(t0 + u), (dy, dx), act_done, params, wflip, clock);
+                    step_backward::<V>(
+                        steps,
+                        si,
+                        c,
+                        slots(t0 + u),
+                        (dy, dx),
+                        act_done,
+                        (keep, fresh),
+                        params,
+                        wflip,
+                        clock,
+                    );
                 }
             }
         }
@@ -683,7 +734,7 @@ impl Kernel<f32> for ChunkPass<'_> {
                 c.prof_loss += clock.lap();
             }
             if let Some(wflip) = backward {
-                pair_backward::<V>(steps, c, (t0, pair), keep, params, wflip, classes, &mut clock);
+                pair_backward::<V>(steps, c, (t0, pair), (keep, forward), params, wflip, classes, &mut clock);
             }
             t0 += 2;
         }

@@ -1,7 +1,7 @@
 //! 2-D average and max pooling (no padding, floor mode, as PyTorch's defaults),
 //! on tiles: every window is a few lane-wise vector operations.
 
-use num_traits::{NumCast, One, Zero};
+use num_traits::{NumCast, One};
 use rayon::prelude::*;
 
 use super::activation;
@@ -101,38 +101,72 @@ unsafe fn put<V: Lanes>(dx: *mut V::T, v: V, disjoint: bool) {
     }
 }
 
+/// Where a backward pass reads the pooling's input and writes its gradient: two
+/// buffers, or one (in place: each position is read before it is written).
+pub(crate) struct Io<'a, T> {
+    dx: *mut T,
+    x: *const T,
+    len: usize,
+    in_place: bool,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+
+impl<'a, T> Io<'a, T> {
+    pub(crate) fn split(dinp: &'a mut [T], inp: &'a [T]) -> Self {
+        let (dx, x, len) = (dinp.as_mut_ptr(), inp.as_ptr(), dinp.len().min(inp.len()));
+        Io { dx, x, len, in_place: false, _borrow: std::marker::PhantomData }
+    }
+    /// The gradient over the input itself.
+    pub(crate) fn in_place(inp: &'a mut [T]) -> Self {
+        let (dx, len) = (inp.as_mut_ptr(), inp.len());
+        Io { dx, x: dx, len, in_place: true, _borrow: std::marker::PhantomData }
+    }
+}
+
 /// dinp (C, H, W, L) from dout (C, OH, OW, L) for one tile: average spreads the
 /// gradient evenly over the window; max routes it to the window's (first) maximum,
 /// found again in inp.
 #[inline(always)]
 pub(crate) fn backward_tile<V: Lanes>(dinp: &mut [V::T], inp: &[V::T], dout: &[V::T], g: &PoolGeom, planes: usize) {
-    backward_tile_with::<V, NoAct>(dinp, inp, dout, g, planes, NoAct);
+    backward_tile_io::<V>(Io::split(dinp, inp), dout, g, planes, None);
 }
 
-/// [`backward_tile`] followed by the backward pass of activation `act`, whose
-/// outputs `inp` is: dinp = f'·(pooling's gradient), taken from the outputs
-/// ([`activation::from_output`]), in one pass. The same bits as the two passes;
-/// only for windows that do not overlap (each position gets its whole gradient at once).
+/// [`backward_tile`] with the pooling's input and its gradient given by `io`, and, when
+/// `act` is given, followed by the backward pass of that activation, whose outputs the
+/// pooling's input is: dinp = f'·(pooling's gradient), taken from the outputs
+/// ([`activation::from_output`]), in one pass. The same bits as the two passes; only
+/// for windows that do not overlap (each position gets its whole gradient at once).
+/// In place (the activation's outputs needed no more: no second buffer to bring into
+/// the cache) only with an activation and windows that tile the whole input, so that
+/// every position gets written.
 #[inline(always)]
-pub(crate) fn backward_tile_act<V: Lanes>(
-    dinp: &mut [V::T],
-    inp: &[V::T],
+pub(crate) fn backward_tile_io<V: Lanes>(
+    io: Io<V::T>,
     dout: &[V::T],
     g: &PoolGeom,
     planes: usize,
-    act: Activation,
+    act: Option<Activation>,
 ) {
+    assert!(!io.in_place || (act.is_some() && tiles_input(g)), "pooling backward in place: {act:?}, {g:?}");
+    let Some(act) = act else {
+        return backward_tile_with::<V, NoAct>(io, dout, g, planes, NoAct);
+    };
     assert!(g.stride >= g.size && activation::from_output(act), "pooling backward with {act:?} fused");
     // One kernel per activation: a match inside the store would cost more than the
     // pass saves. (Types, not closures: a closure is compiled without the vector
     // instruction sets its caller is compiled for, so its intrinsics become calls.)
-    let (x, d) = (inp, dout);
+    let d = dout;
     match act {
-        Activation::Sigmoid => backward_tile_with::<V, _>(dinp, x, d, g, planes, Df::<0>(0.0)),
-        Activation::Tanh => backward_tile_with::<V, _>(dinp, x, d, g, planes, Df::<1>(0.0)),
-        Activation::Relu => backward_tile_with::<V, _>(dinp, x, d, g, planes, Df::<2>(0.0)),
-        Activation::LeakyRelu(s) => backward_tile_with::<V, _>(dinp, x, d, g, planes, Df::<3>(s)),
+        Activation::Sigmoid => backward_tile_with::<V, _>(io, d, g, planes, Df::<0>(0.0)),
+        Activation::Tanh => backward_tile_with::<V, _>(io, d, g, planes, Df::<1>(0.0)),
+        Activation::Relu => backward_tile_with::<V, _>(io, d, g, planes, Df::<2>(0.0)),
+        Activation::LeakyRelu(s) => backward_tile_with::<V, _>(io, d, g, planes, Df::<3>(s)),
     }
+}
+
+/// Whether the windows tile the whole input: each position in exactly one window.
+pub(crate) fn tiles_input(g: &PoolGeom) -> bool {
+    g.stride == g.size && g.oh() * g.size == g.h && g.ow() * g.size == g.w
 }
 
 /// What the pooling's backward pass stores at a position of its input, given the
@@ -176,20 +210,13 @@ impl<const A: u8> Epilogue for Df<A> {
 /// position of inp (which must map a zero gradient to zero: positions no window
 /// reaches are zero).
 #[inline(always)]
-fn backward_tile_with<V: Lanes, E: Epilogue>(
-    dinp: &mut [V::T],
-    inp: &[V::T],
-    dout: &[V::T],
-    g: &PoolGeom,
-    planes: usize,
-    epi: E,
-) {
-    let (dx, x, d) = (dinp, inp, dout);
+fn backward_tile_with<V: Lanes, E: Epilogue>(io: Io<V::T>, dout: &[V::T], g: &PoolGeom, planes: usize, epi: E) {
+    let d = dout;
     match (g.kind, g.size) {
-        (PoolKind::Avg, 2) => backward_tile_k::<V, E, true, 2>(dx, x, d, g, planes, epi),
-        (PoolKind::Max, 2) => backward_tile_k::<V, E, false, 2>(dx, x, d, g, planes, epi),
-        (PoolKind::Avg, _) => backward_tile_k::<V, E, true, 0>(dx, x, d, g, planes, epi),
-        (PoolKind::Max, _) => backward_tile_k::<V, E, false, 0>(dx, x, d, g, planes, epi),
+        (PoolKind::Avg, 2) => backward_tile_k::<V, E, true, 2>(io, d, g, planes, epi),
+        (PoolKind::Max, 2) => backward_tile_k::<V, E, false, 2>(io, d, g, planes, epi),
+        (PoolKind::Avg, _) => backward_tile_k::<V, E, true, 0>(io, d, g, planes, epi),
+        (PoolKind::Max, _) => backward_tile_k::<V, E, false, 0>(io, d, g, planes, epi),
     }
 }
 
@@ -197,8 +224,7 @@ fn backward_tile_with<V: Lanes, E: Epilogue>(
 /// (0: `g.size`).
 #[inline(always)]
 fn backward_tile_k<V: Lanes, E: Epilogue, const AVG: bool, const K: usize>(
-    dinp: &mut [V::T],
-    inp: &[V::T],
+    io: Io<V::T>,
     dout: &[V::T],
     g: &PoolGeom,
     planes: usize,
@@ -210,15 +236,17 @@ fn backward_tile_k<V: Lanes, E: Epilogue, const AVG: bool, const K: usize>(
     let (zero, one) = (V::zero(), V::splat(V::T::one()));
     // Non-overlapping windows write every covered position once: no need to add.
     let disjoint = s >= k;
-    // Windows that tile the whole input write every position: no need to clear.
-    if !(s == k && oh * k == h && ow * k == w) {
-        dinp[..planes * h * w * L].fill(V::T::zero());
-    }
     // As in the forward pass, every window lies inside its plane: the loops read
     // inp and dinp up to planes·h·w·L and dout up to planes·oh·ow·L, checked here once.
     let n = planes * h * w * L;
-    assert!(inp.len() >= n && dinp.len() >= n && dout.len() >= planes * oh * ow * L, "pooling tile out of bounds");
-    let (x, dx, dy) = (inp.as_ptr(), dinp.as_mut_ptr(), dout.as_ptr());
+    assert!(io.len >= n && dout.len() >= planes * oh * ow * L, "pooling tile out of bounds");
+    let (x, dx, dy) = (io.x, io.dx, dout.as_ptr());
+    // Windows that tile the whole input write every position: no need to clear
+    // (and in place, no clearing: `backward_tile_io` checks they tile it).
+    if !tiles_input(g) && !io.in_place {
+        // SAFETY: dx has n values (checked above).
+        unsafe { std::ptr::write_bytes(dx, 0, n) };
+    }
     for c in 0..planes {
         for i in 0..oh {
             for j in 0..ow {
