@@ -14,6 +14,10 @@
 //!   or [`Program::output`]; a training or inference pass reuses two slots) and the
 //!   scratch of each step; they are allocated when the batch size first grows,
 //!   never inside a training step.
+//! - In a training pass the backward pass works in place of what the pair's forward
+//!   pass left: a pooling writes its input gradient over the activations it reads
+//!   (dead by then; the convolution before it reads the gradient there), and a
+//!   convolution uses the padded input its forward pass made.
 //! - Parameter gradients are accumulated per thread (convolutions: per lane, summed
 //!   once per pass; linear layers: one product per chunk over all its tiles) and
 //!   added in chunk order, so the same thread count always gives the same bits.
