@@ -56,6 +56,10 @@ impl Step {
     fn input_tile<'a>(&self, vals: &'a [Aligned<f32>], ti: usize) -> &'a [f32] {
         &vals[self.input][ti * self.in_numel * L..(ti + 1) * self.in_numel * L]
     }
+    /// [`Step::input_tile`], to write (a pooling's gradient in place of its input).
+    fn input_tile_mut<'a>(&self, vals: &'a mut [Aligned<f32>], ti: usize) -> &'a mut [f32] {
+        &mut vals[self.input][ti * self.in_numel * L..(ti + 1) * self.in_numel * L]
+    }
     /// Tile slot `to` of this step's output among a chunk's values.
     fn output_tile<'a>(&self, vals: &'a [Aligned<f32>], to: usize) -> &'a [f32] {
         &vals[self.output][to * self.out_numel * L..(to + 1) * self.out_numel * L]
@@ -562,7 +566,7 @@ fn step_backward<V: Lanes<T = f32>>(
             let dy = &dy[..s.out_numel * L];
             if !first {
                 let io = if pool_in_place(steps, si, keep) {
-                    pool::Io::in_place(&mut c.vals[s.input][ti * s.in_numel * L..(ti + 1) * s.in_numel * L])
+                    pool::Io::in_place(s.input_tile_mut(&mut c.vals, ti))
                 } else {
                     pool::Io::split(dx, s.input_tile(&c.vals, ti))
                 };
