@@ -102,12 +102,14 @@ fn conv_backward_matches_finite_differences() {
     }
 }
 
-/// The input gradient against its definition, dx[c, iy, ix] = Σ w[o, c, i, j] · dout[o, y, x]
-/// over the windows that read (iy, ix), as naive loops: 5×5 and 3×3 kernels, strides 1 and
-/// 2, with and without padding, widths that end in every register-block width (the kernel
-/// skips the taps that fall on the zero border around the output gradient).
+/// The input and weight gradients against their definitions, dx[c, iy, ix] = Σ w[o, c, i, j]
+/// · dout[o, y, x] over the windows that read (iy, ix) and dw[o, c, i, j] = Σ dout[o, y, x] ·
+/// x[c, iy, ix] over the windows inside the input, as naive loops: 5×5 and 3×3 kernels,
+/// strides 1 and 2, with and without padding, widths that end in every register-block width
+/// (the kernels skip the taps and rows that fall on the zero border around the output
+/// gradient or in the padding, and the input gradient's edge blocks skip single taps).
 #[test]
-fn conv_input_gradient_matches_definition() {
+fn conv_gradients_match_definition() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let geoms = [
         ConvGeom { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0, stride: 1 },
@@ -127,6 +129,7 @@ fn conv_input_gradient_matches_definition() {
         conv2d_backward(Some(&mut dx), &mut dw, &mut db, &r, &x, &w, &g, batch, Par::new(2));
         let (oh, ow) = (g.oh(), g.ow());
         let mut want = vec![0.0; x.len()];
+        let mut want_dw = vec![0.0; w.len()];
         for n in 0..batch {
             for o in 0..g.o {
                 for y in 0..oh {
@@ -140,8 +143,10 @@ fn conv_input_gradient_matches_definition() {
                                         (xx * g.stride + j) as isize - g.pad as isize,
                                     );
                                     if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                                        want[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize] +=
-                                            w[((o * g.c + c) * g.k + i) * g.k + j] * d;
+                                        let xi = ((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize;
+                                        let wi = ((o * g.c + c) * g.k + i) * g.k + j;
+                                        want[xi] += w[wi] * d;
+                                        want_dw[wi] += x[xi] * d;
                                     }
                                 }
                             }
@@ -152,6 +157,9 @@ fn conv_input_gradient_matches_definition() {
         }
         for (i, (a, b)) in dx.iter().zip(&want).enumerate() {
             assert!((a - b).abs() < 1e-12, "{g:?}: dx[{i}] = {a}, by definition {b}");
+        }
+        for (i, (a, b)) in dw.iter().zip(&want_dw).enumerate() {
+            assert!((a - b).abs() < 1e-12, "{g:?}: dw[{i}] = {a}, by definition {b}");
         }
     }
 }

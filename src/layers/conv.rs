@@ -123,10 +123,11 @@ struct Live {
 /// One register block of the forward pass: output channels o0..o0+MO, output
 /// row y, columns x0..x0+MX. `K` is the kernel size when known at compile time
 /// (0: take it from `g`). Rows outside `live` are skipped; so are columns when
-/// `COLS` (the input-gradient convolution, whose zero border is K−1 wide).
+/// `COLS` (the input-gradient convolution, whose zero border is K−1 wide). An `EDGE`
+/// block ([`Edge`]) skips the single taps that read that border.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize, const COLS: bool>(
+fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize, const COLS: bool, const EDGE: u8>(
     out: &mut [V::T],
     xp: &[V::T],
     w: &[V::T],
@@ -170,7 +171,11 @@ fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize, con
                 let wrow = w.add(o0 * kk + (ci * k + ki) * k);
                 // COLS is a type parameter, not a runtime flag: a second tap loop beside
                 // the first made conv1's forward pass take half again as long.
-                if COLS && !all_taps {
+                if EDGE != Edge::NONE {
+                    for kj in 0..k {
+                        forward_tap_edge::<V, MO, MX, EDGE>(&mut acc, xrow, wrow, kk, k, kj);
+                    }
+                } else if COLS && !all_taps {
                     for kj in kj_lo..kj_hi {
                         forward_tap::<V, MO, MX>(&mut acc, xrow, wrow, kk, s, kj);
                     }
@@ -220,6 +225,54 @@ unsafe fn forward_tap<V: Lanes, const MO: usize, const MX: usize>(
     }
 }
 
+/// Which taps of a register block read the K−1 columns of zeros on either side of
+/// the input-gradient convolution's input, when the block is K−1 columns wide and
+/// sits at the left or right end of its row: tap (mx, kj) reads column x0 + mx + kj.
+struct Edge;
+impl Edge {
+    const NONE: u8 = 0;
+    /// x0 = 0: columns below K−1 are zero, so only mx + kj ≥ K−1 count.
+    const LEFT: u8 = 1;
+    /// x0 = OW − MX: columns from OW on are zero, so only mx + kj < MX count.
+    const RIGHT: u8 = 2;
+}
+
+/// [`forward_tap`] (stride 1) without the taps an [`Edge`] block's zero border
+/// makes exact zeros. With K, MX and EDGE constants and both loops unrolled the
+/// test folds away: each block is straight-line code of its live taps alone.
+///
+/// # Safety
+/// As [`forward_tap`].
+#[inline(always)]
+unsafe fn forward_tap_edge<V: Lanes, const MO: usize, const MX: usize, const EDGE: u8>(
+    acc: &mut [[V; MX]; MO],
+    xrow: *const V::T,
+    wrow: *const V::T,
+    kk: usize,
+    k: usize,
+    kj: usize,
+) {
+    let live = |mx: usize| match EDGE {
+        Edge::LEFT => mx + kj >= k - 1,
+        Edge::RIGHT => mx + kj < MX,
+        _ => true,
+    };
+    let mut xv = [V::zero(); MX];
+    for mx in 0..MX {
+        if live(mx) {
+            xv[mx] = V::load_ptr(xrow.add((mx + kj) * L));
+        }
+    }
+    for mo in 0..MO {
+        let wv = V::splat(*wrow.add(mo * kk + kj));
+        for mx in 0..MX {
+            if live(mx) {
+                acc[mo][mx] = wv.fma(xv[mx], acc[mo][mx]);
+            }
+        }
+    }
+}
+
 /// Output channels o0..o0+MO over the whole output: column blocks of MX, then single columns.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -234,19 +287,30 @@ fn forward_channels<V: Lanes, const MO: usize, const MX: usize, const K: usize, 
     o0: usize,
 ) {
     let ow = g.ow();
+    // The input-gradient convolution's rows start and end with K−1 columns that
+    // reach the zero border: one edge block at each end then (the narrower blocks
+    // in the middle), so that every other block is all live taps.
+    let edges = COLS && K > 0 && MX + 1 == K && ow >= 2 * MX && live.cols == (K - 1, ow);
+    let (first, end) = if edges { (MX, ow - MX) } else { (0, ow) };
     for y in 0..g.oh() {
-        let mut x0 = 0;
-        while x0 + MX <= ow {
-            forward_block::<V, MO, MX, K, COLS>(out, xp, w, b, g, act, live, o0, y, x0);
+        if edges {
+            forward_block::<V, MO, MX, K, COLS, { Edge::LEFT }>(out, xp, w, b, g, act, live, o0, y, 0);
+        }
+        let mut x0 = first;
+        while x0 + MX <= end {
+            forward_block::<V, MO, MX, K, COLS, { Edge::NONE }>(out, xp, w, b, g, act, live, o0, y, x0);
             x0 += MX;
         }
-        if MX > 2 && x0 + 2 <= ow {
-            forward_block::<V, MO, 2, K, COLS>(out, xp, w, b, g, act, live, o0, y, x0);
+        if MX > 2 && x0 + 2 <= end {
+            forward_block::<V, MO, 2, K, COLS, { Edge::NONE }>(out, xp, w, b, g, act, live, o0, y, x0);
             x0 += 2;
         }
-        while x0 < ow {
-            forward_block::<V, MO, 1, K, COLS>(out, xp, w, b, g, act, live, o0, y, x0);
+        while x0 < end {
+            forward_block::<V, MO, 1, K, COLS, { Edge::NONE }>(out, xp, w, b, g, act, live, o0, y, x0);
             x0 += 1;
+        }
+        if edges {
+            forward_block::<V, MO, MX, K, COLS, { Edge::RIGHT }>(out, xp, w, b, g, act, live, o0, y, end);
         }
     }
 }
@@ -356,7 +420,10 @@ fn weight_grad_block<V: Lanes, const MO: usize, const K: usize>(
     assert!(d_end <= dz.len() && x_end <= xp.len(), "conv weight-gradient block out of bounds");
     let mut acc = [[V::zero(); 8]; MO];
     let (dz, xp) = (dz.as_ptr(), xp.as_ptr());
-    for y in 0..oh {
+    // Rows y·s + ki in the top or bottom padding read only zeros: skipped.
+    let y_lo = g.pad.saturating_sub(ki).div_ceil(s);
+    let y_hi = (g.pad + g.h).saturating_sub(ki).div_ceil(s).min(oh);
+    for y in y_lo..y_hi {
         // SAFETY: the largest offsets read are d_end − L and x_end − L, checked above.
         unsafe {
             let xrow = xp.add(((ci * hp + y * s + ki) * wp + kj0) * L);
@@ -672,6 +739,54 @@ mod probe {
                 flops / best / 1e9
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod probe_dx {
+    use super::*;
+    use crate::layers::{dispatch, Kernel};
+
+    struct Dx<'a> {
+        dx: &'a mut [f32],
+        dz: &'a [f32],
+        wf: &'a [f32],
+        g: ConvGeom,
+        spread: &'a mut [f32],
+        dxp: &'a mut [f32],
+        reps: usize,
+    }
+    impl Kernel<f32> for Dx<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<V: Lanes<T = f32>>(self) {
+            for _ in 0..self.reps {
+                input_grad_tile::<V>(self.dx, self.dz, self.wf, &self.g, self.spread, self.dxp);
+            }
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn time_conv_input_grad() {
+        let g = ConvGeom { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0, stride: 1 };
+        let mut dz = Aligned::<f32>::zeros(g.out_len() * L);
+        dz.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 5) as f32 * 0.01);
+        let wf: Vec<f32> = (0..g.weight_len()).map(|i| (i % 5) as f32 * 0.01).collect();
+        let (_, sl, dl) = scratch_len(&g);
+        let mut spread = Aligned::<f32>::zeros(sl);
+        let mut dxp = Aligned::<f32>::zeros(dl);
+        let mut dx = Aligned::<f32>::zeros(g.in_len() * L);
+        let reps = 2000;
+        let mut best = f64::INFINITY;
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            dispatch(Dx { dx: &mut dx, dz: &dz, wf: &wf, g, spread: &mut spread, dxp: &mut dxp, reps });
+            best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        }
+        let flops = 2.0 * (g.out_len() * g.patch_len() * L) as f64;
+        let sum: f64 = dx.iter().map(|&v| v as f64).sum();
+        eprintln!("dX {g:?}: {:.2} us/tile, {:.0} GFLOP/s, checksum {sum}", best * 1e6, flops / best / 1e9);
     }
 }
 
