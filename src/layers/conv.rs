@@ -158,6 +158,7 @@ fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize, con
     let kj_lo = live.cols.0.saturating_sub(x0 * s + (MX - 1) * s);
     let kj_hi = live.cols.1.saturating_sub(x0 * s).min(k);
     let all_taps = kj_lo == 0 && kj_hi == k;
+    debug_assert!(EDGE == Edge::NONE || s == 1, "edge blocks are for stride 1");
     let (xp, w) = (xp.as_ptr(), w.as_ptr());
     for ci in 0..g.c {
         for ki in 0..k {
@@ -171,17 +172,13 @@ fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize, con
                 let wrow = w.add(o0 * kk + (ci * k + ki) * k);
                 // COLS is a type parameter, not a runtime flag: a second tap loop beside
                 // the first made conv1's forward pass take half again as long.
-                if EDGE != Edge::NONE {
-                    for kj in 0..k {
-                        forward_tap_edge::<V, MO, MX, EDGE>(&mut acc, xrow, wrow, kk, k, kj);
-                    }
-                } else if COLS && !all_taps {
+                if COLS && EDGE == Edge::NONE && !all_taps {
                     for kj in kj_lo..kj_hi {
-                        forward_tap::<V, MO, MX>(&mut acc, xrow, wrow, kk, s, kj);
+                        forward_tap::<V, MO, MX, EDGE>(&mut acc, xrow, wrow, kk, k, s, kj);
                     }
                 } else {
                     for kj in 0..k {
-                        forward_tap::<V, MO, MX>(&mut acc, xrow, wrow, kk, s, kj);
+                        forward_tap::<V, MO, MX, EDGE>(&mut acc, xrow, wrow, kk, k, s, kj);
                     }
                 }
             }
@@ -198,38 +195,12 @@ fn forward_block<V: Lanes, const MO: usize, const MX: usize, const K: usize, con
     }
 }
 
-/// One kernel column `kj` of a forward register block:
-/// acc[mo][mx] += w[mo·kk + kj] · x[(mx·s + kj)·L] for the row pointers `wrow`, `xrow`.
-///
-/// # Safety
-/// `xrow` must be readable up to offset ((MX−1)·s + kj + 1)·L and `wrow` at (MO−1)·kk + kj.
-#[inline(always)]
-unsafe fn forward_tap<V: Lanes, const MO: usize, const MX: usize>(
-    acc: &mut [[V; MX]; MO],
-    xrow: *const V::T,
-    wrow: *const V::T,
-    kk: usize,
-    s: usize,
-    kj: usize,
-) {
-    // Registers: MO·MX accumulators, MX inputs, one broadcast weight.
-    let mut xv = [V::zero(); MX];
-    for mx in 0..MX {
-        xv[mx] = V::load_ptr(xrow.add((mx * s + kj) * L));
-    }
-    for mo in 0..MO {
-        let wv = V::splat(*wrow.add(mo * kk + kj));
-        for mx in 0..MX {
-            acc[mo][mx] = wv.fma(xv[mx], acc[mo][mx]);
-        }
-    }
-}
-
 /// Which taps of a register block read the K−1 columns of zeros on either side of
 /// the input-gradient convolution's input, when the block is K−1 columns wide and
 /// sits at the left or right end of its row: tap (mx, kj) reads column x0 + mx + kj.
 struct Edge;
 impl Edge {
+    /// Every tap counts.
     const NONE: u8 = 0;
     /// x0 = 0: columns below K−1 are zero, so only mx + kj ≥ K−1 count.
     const LEFT: u8 = 1;
@@ -237,19 +208,23 @@ impl Edge {
     const RIGHT: u8 = 2;
 }
 
-/// [`forward_tap`] (stride 1) without the taps an [`Edge`] block's zero border
-/// makes exact zeros. With K, MX and EDGE constants and both loops unrolled the
-/// test folds away: each block is straight-line code of its live taps alone.
+/// One kernel column `kj` of a forward register block:
+/// acc[mo][mx] += w[mo·kk + kj] · x[(mx·s + kj)·L] for the row pointers `wrow`, `xrow`,
+/// without the taps an [`Edge`] block's zero border makes exact zeros (stride 1 there).
+/// With K, MX and EDGE constants and the loops unrolled that test folds away: each
+/// block is straight-line code of its live taps alone.
 ///
 /// # Safety
-/// As [`forward_tap`].
+/// `xrow` must be readable up to offset ((MX−1)·s + kj + 1)·L and `wrow` at (MO−1)·kk + kj.
 #[inline(always)]
-unsafe fn forward_tap_edge<V: Lanes, const MO: usize, const MX: usize, const EDGE: u8>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_tap<V: Lanes, const MO: usize, const MX: usize, const EDGE: u8>(
     acc: &mut [[V; MX]; MO],
     xrow: *const V::T,
     wrow: *const V::T,
     kk: usize,
     k: usize,
+    s: usize,
     kj: usize,
 ) {
     let live = |mx: usize| match EDGE {
@@ -257,10 +232,11 @@ unsafe fn forward_tap_edge<V: Lanes, const MO: usize, const MX: usize, const EDG
         Edge::RIGHT => mx + kj < MX,
         _ => true,
     };
+    // Registers: MO·MX accumulators, MX inputs, one broadcast weight.
     let mut xv = [V::zero(); MX];
     for mx in 0..MX {
         if live(mx) {
-            xv[mx] = V::load_ptr(xrow.add((mx + kj) * L));
+            xv[mx] = V::load_ptr(xrow.add((mx * s + kj) * L));
         }
     }
     for mo in 0..MO {
