@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::activation::f_lanes;
 use super::tiles::{count, from_tiles, to_tiles, Aligned};
-use super::{add_partials, with_lanes, Lanes, Par, Real, L};
+use super::{add_partials, with_lanes, Kernel, Lanes, Par, Real, L};
 use crate::spec::Activation;
 
 /// Convolution geometry: input (C, H, W), weight (O, C, K, K), output (O, OH, OW).
@@ -365,9 +365,39 @@ fn forward_tile_live<V: Lanes, const COLS: bool>(
     live: Live,
 ) {
     if g.k == 5 {
-        forward_tile_k::<V, 5, COLS>(out, xp, w, b, g, act, live);
+        V::outline(ForwardTileK::<_, 5, COLS> { out, xp, w, b, g, act, live });
     } else {
-        forward_tile_k::<V, 0, COLS>(out, xp, w, b, g, act, live);
+        V::outline(ForwardTileK::<_, 0, COLS> { out, xp, w, b, g, act, live });
+    }
+}
+
+/// [`forward_tile_k`] in a function of its own ([`Lanes::outline`]): the register
+/// blocks of every shape are most of a training step's code.
+struct ForwardTileK<'a, T, const K: usize, const COLS: bool> {
+    out: &'a mut [T],
+    xp: &'a [T],
+    w: &'a [T],
+    b: Option<&'a [T]>,
+    g: &'a ConvGeom,
+    act: Option<Activation>,
+    live: Live,
+}
+
+impl<T: Real, const K: usize, const COLS: bool> Kernel<T> for ForwardTileK<'_, T, K, COLS> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Lanes<T = T>>(self) {
+        let ForwardTileK { out, xp, w, b, g, act, live } = self;
+        // What the callers know at compile time, spelled out again: constants do not
+        // reach a function of its own. The input-gradient convolution (COLS) has no bias
+        // and no activation, so its blocks carry neither; a forward one has a bias.
+        if COLS {
+            debug_assert!(b.is_none() && act.is_none());
+            forward_tile_k::<V, K, COLS>(out, xp, w, None, g, None, live);
+        } else {
+            let b = b.expect("a forward convolution has a bias");
+            forward_tile_k::<V, K, COLS>(out, xp, w, Some(b), g, act, live);
+        }
     }
 }
 
@@ -452,6 +482,29 @@ fn weight_grad_channels<V: Lanes, const MO: usize>(
 /// and dbl (O, L) += per lane Σ_positions dz, for one tile.
 #[inline(always)]
 pub(crate) fn weight_grad_tile<V: Lanes>(dwl: &mut [V::T], dbl: &mut [V::T], dz: &[V::T], xp: &[V::T], g: &ConvGeom) {
+    V::outline(WeightGradTile { dwl, dbl, dz, xp, g });
+}
+
+/// [`weight_grad_tile`]'s body in a function of its own ([`Lanes::outline`]).
+struct WeightGradTile<'a, T> {
+    dwl: &'a mut [T],
+    dbl: &'a mut [T],
+    dz: &'a [T],
+    xp: &'a [T],
+    g: &'a ConvGeom,
+}
+
+impl<T: Real> Kernel<T> for WeightGradTile<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn run<V: Lanes<T = T>>(self) {
+        let WeightGradTile { dwl, dbl, dz, xp, g } = self;
+        weight_grad_blocks::<V>(dwl, dbl, dz, xp, g);
+    }
+}
+
+#[inline(always)]
+fn weight_grad_blocks<V: Lanes>(dwl: &mut [V::T], dbl: &mut [V::T], dz: &[V::T], xp: &[V::T], g: &ConvGeom) {
     let mut o0 = 0;
     if !g.o.is_multiple_of(4) && g.o.is_multiple_of(3) {
         while o0 + 3 <= g.o {

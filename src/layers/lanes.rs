@@ -65,6 +65,13 @@ pub trait Lanes: Copy + 'static {
         }
         Self::load(&v)
     }
+    /// `k.run::<Self>()` in a function of its own, compiled for this lane type's
+    /// instruction set (inside a [`dispatch`], where `Self` may exist). The biggest
+    /// kernels go through it: LLVM's loop passes cost about the number of loops times
+    /// the size of the function they sit in, so one function per instruction set
+    /// holding every kernel of a training step took most of the crate's build time
+    /// (25 minutes of LLVM's on 2 cores; 2 with the convolutions outlined).
+    fn outline<K: Kernel<Self::T>>(k: K) -> K::Output;
     /// 2ⁿ, where `self` is n + M with M the float type's rounding constant
     /// ([`Real::EXP_MAGIC`]) and n an integer in the normal exponent range.
     fn pow2_of_magic(self) -> Self;
@@ -134,6 +141,10 @@ pub const PLAIN_FMA_FUSED: bool =
 
 impl<T: Real> Lanes for Plain<T> {
     type T = T;
+    #[inline(never)]
+    fn outline<K: Kernel<T>>(k: K) -> K::Output {
+        k.run::<Self>()
+    }
     #[inline(always)]
     fn splat(x: T) -> Self {
         Plain([x; L])
@@ -216,10 +227,11 @@ impl<T: Real> Lanes for Plain<T> {
     }
 }
 
-/// A computation generic over the lane type, run by [`dispatch`]. `run` must be
-/// `#[inline(always)]`, as must everything it calls: only code inlined into the
-/// dispatching function is compiled for its instruction set (anything else gets
-/// the baseline, where every vector intrinsic becomes a function call).
+/// A computation generic over the lane type, run by [`dispatch`] (or by
+/// [`Lanes::outline`] inside one). `run` must be `#[inline(always)]`, as must
+/// everything it calls: only code inlined into the dispatching function is compiled
+/// for its instruction set (anything else gets the baseline, where every vector
+/// intrinsic becomes a function call).
 pub trait Kernel<T: Real> {
     type Output;
     fn run<V: Lanes<T = T>>(self) -> Self::Output;
@@ -253,6 +265,7 @@ pub mod x86 {
 
     /// # Safety
     /// The CPU must have AVX-512F, AVX2 and FMA.
+    #[inline(never)] // a function of its own for `Lanes::outline` too
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub unsafe fn run_avx512<T: Real, K: Kernel<T>>(k: K) -> K::Output {
         k.run::<T::Avx512>()
@@ -260,6 +273,7 @@ pub mod x86 {
 
     /// # Safety
     /// The CPU must have AVX2 and FMA.
+    #[inline(never)] // a function of its own for `Lanes::outline` too
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn run_avx2<T: Real, K: Kernel<T>>(k: K) -> K::Output {
         k.run::<T::Avx2>()
@@ -297,6 +311,11 @@ pub mod x86 {
 
     impl Lanes for Z32 {
         type T = f32;
+        #[inline(always)]
+        fn outline<K: Kernel<f32>>(k: K) -> K::Output {
+            // SAFETY: a Z32 exists only inside `run_avx512` (see above).
+            unsafe { run_avx512(k) }
+        }
         #[inline(always)]
         unsafe fn gather_u8(base: *const u8, offsets: &[i32; L]) -> Self {
             let idx = _mm512_loadu_si512(offsets.as_ptr() as *const _);
@@ -460,6 +479,11 @@ pub mod x86 {
     impl Lanes for Z64 {
         type T = f64;
         #[inline(always)]
+        fn outline<K: Kernel<f64>>(k: K) -> K::Output {
+            // SAFETY: a Z64 exists only inside `run_avx512` (see above).
+            unsafe { run_avx512(k) }
+        }
+        #[inline(always)]
         fn splat(x: f64) -> Self {
             unsafe { Z64([_mm512_set1_pd(x); 2]) }
         }
@@ -551,6 +575,11 @@ pub mod x86 {
 
     impl Lanes for Y32 {
         type T = f32;
+        #[inline(always)]
+        fn outline<K: Kernel<f32>>(k: K) -> K::Output {
+            // SAFETY: a Y32 exists only inside `run_avx2` (see above).
+            unsafe { run_avx2(k) }
+        }
         #[inline(always)]
         unsafe fn gather_u8(base: *const u8, offsets: &[i32; L]) -> Self {
             let half = |i: usize| {
@@ -665,6 +694,11 @@ pub mod x86 {
 
     impl Lanes for Y64 {
         type T = f64;
+        #[inline(always)]
+        fn outline<K: Kernel<f64>>(k: K) -> K::Output {
+            // SAFETY: a Y64 exists only inside `run_avx2` (see above).
+            unsafe { run_avx2(k) }
+        }
         #[inline(always)]
         fn splat(x: f64) -> Self {
             unsafe { Y64([_mm256_set1_pd(x); 4]) }
