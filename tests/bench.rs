@@ -59,6 +59,15 @@ fn bench_reports_every_repeat_and_the_loss_falls() {
     assert!(report.first_batch_secs > 0.0);
     let profile = report.profile.expect("the CPU engine times itself");
     assert!(profile.contains("conv 1→6") && profile.contains("linear 84→10"), "{profile}");
+    // Every thread-second of the passes is in some row, the wait for the slowest
+    // chunk included: the shares add up to the whole.
+    assert!(profile.contains("idle at the end of passes"), "{profile}");
+    let shares: f64 = profile
+        .split_whitespace()
+        .filter_map(|w| w.strip_suffix('%')?.parse::<f64>().ok())
+        .inspect(|v| assert!((0.0..=100.0).contains(v), "{profile}"))
+        .sum();
+    assert!((shares - 100.0).abs() < 1.0, "shares add up to {shares}:\n{profile}");
 }
 
 #[test]

@@ -104,6 +104,8 @@ struct Chunk {
     prof_reduce: f64,
     /// Seconds in the loss of a training pass (per tile, inside the chunk), when profiling.
     prof_loss: f64,
+    /// Seconds this chunk's part of the last training pass took, when profiling.
+    prof_busy: f64,
     /// Per example of a training pass: its weighted loss and whether it was right.
     example_loss: Vec<(f64, bool)>,
     /// One example's logits and their gradient (scratch of the loss).
@@ -151,6 +153,9 @@ pub struct Tiled {
     kept: bool,
     /// Seconds outside the chunks when profiling: [load, loss, reduce across chunks].
     prof_serial: [f64; 3],
+    /// Thread-seconds the chunks of training passes spent waiting for the slowest one
+    /// (from the pass's start to its end, less their own work), when profiling.
+    prof_idle: f64,
 }
 
 /// Tile range of chunk `c` when `tiles` tiles are split `per` to a chunk.
@@ -216,6 +221,7 @@ impl Tiled {
             profiling: false,
             kept: false,
             prof_serial: [0.0; 3],
+            prof_idle: 0.0,
         }
     }
 
@@ -928,8 +934,10 @@ impl Program<CpuEngine> for Tiled {
         let (per, used) = self.split(batch);
         let tiles = count(batch);
         let (steps, wflip, profiling) = (&self.steps, &self.wflip[..], self.profiling);
+        let mut pass = Lap::new(self.profiling);
         engine.pool.install(|| {
             for_each_chunk(&mut self.chunks[..used], |ci, c| {
+                let mut busy = Lap::new(profiling);
                 let r = tile_range(ci, per, tiles);
                 let labels = &labels[r.start * L..(r.end * L).min(batch)];
                 dispatch(ChunkPass {
@@ -939,8 +947,13 @@ impl Program<CpuEngine> for Tiled {
                     backward: Some(wflip),
                     ..ChunkPass::new(steps, c, r.len(), params, profiling)
                 });
+                c.prof_busy = busy.lap();
             });
         });
+        if self.profiling {
+            let busy: f64 = self.chunks[..used].iter().map(|c| c.prof_busy).sum();
+            self.prof_idle += (used as f64 * pass.lap() - busy).max(0.0);
+        }
         let mut clock = Lap::new(self.profiling);
         let mut stats = LossStats { weight_sum: weight_sum as f64, ..LossStats::default() };
         for (ci, c) in self.chunks[..used].iter().enumerate() {
@@ -961,6 +974,7 @@ impl Program<CpuEngine> for Tiled {
     fn set_profiling(&mut self, on: bool) {
         self.profiling = on;
         self.prof_serial = [0.0; 3];
+        self.prof_idle = 0.0;
         for c in &mut self.chunks {
             c.prof.iter_mut().for_each(|p| *p = [0.0; 4]);
             c.prof_reduce = 0.0;
@@ -990,6 +1004,7 @@ impl Program<CpuEngine> for Tiled {
         let total: f64 = rows.iter().map(|r| r.1.iter().sum::<f64>()).sum::<f64>()
             + reduce
             + tile_loss
+            + self.prof_idle
             + self.prof_serial.iter().sum::<f64>();
         let pct = |v: f64| 100.0 * v / total;
         let mut out = format!(
@@ -1008,6 +1023,11 @@ impl Program<CpuEngine> for Tiled {
         }
         out += &format!("  {:<28} {:>7.1}%\n", "sum dW accumulators", pct(reduce));
         out += &format!("  {:<28} {:>7.1}%\n", "loss per tile", pct(tile_loss));
+        out += &format!(
+            "  {:<28} {:>7.1}%   (threads done early, waiting)\n",
+            "idle at the end of passes",
+            pct(self.prof_idle)
+        );
         for (name, v) in
             ["load batch (serial part)", "loss (serial)", "add chunk gradients (serial)"].iter().zip(self.prof_serial)
         {
