@@ -59,8 +59,8 @@ fn bench_reports_every_repeat_and_the_loss_falls() {
     assert!(report.first_batch_secs > 0.0);
     let profile = report.profile.expect("the CPU engine times itself");
     assert!(profile.contains("conv 1→6") && profile.contains("linear 84→10"), "{profile}");
-    // Every thread-second of the passes is in some row, the wait for the slowest
-    // chunk included: the shares add up to the whole.
+    // The wait for the slowest chunk has a row of its own, and every part counted in
+    // the total has one: the shares add up to the whole.
     assert!(profile.contains("idle at the end of passes"), "{profile}");
     let shares: f64 = profile
         .split_whitespace()
