@@ -20,3 +20,8 @@ pub mod schedule;
 pub mod spec;
 pub mod trainer;
 pub mod viz;
+
+/// The unit tests measure allocations with the integration tests' counting allocator.
+#[cfg(test)]
+#[path = "../tests/common/counting_alloc.rs"]
+mod counting_alloc;

@@ -9,6 +9,10 @@ use flate2::Compression;
 use lenet::data::idx::{self, IdxError, Images};
 use proptest::prelude::*;
 
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::peak_during;
+
 fn sample_images(count: usize, rows: usize, cols: usize) -> Images {
     let pixels = (0..count * rows * cols).map(|i| (i * 37 % 256) as u8).collect();
     Images { count, rows, cols, pixels }
@@ -141,16 +145,27 @@ fn lying_header_does_not_allocate() {
         header.extend_from_slice(&v.to_be_bytes());
     }
     header.extend_from_slice(&[0u8; 784]);
+    // Measured, not inferred from the error: reading an 800-byte file may allocate its
+    // buffers, nowhere near the 784 GB the header claims. A gzip'd body reserves at most
+    // 16 MiB up front (a real file's first chunk), then grows as bytes arrive.
+    const BOUND: usize = 1 << 20;
+    const GZIP_BOUND: usize = (16 << 20) + BOUND;
     let p = write_raw(dir.path(), "raw", &header);
-    let err = idx::read_images(&p).unwrap_err();
+    let (r, peak) = peak_during(|| idx::read_images(&p));
+    let err = r.unwrap_err();
     assert!(matches!(err, IdxError::Truncated { at: 800, expected: 784_000_000_016, .. }), "{err:?}");
+    assert!(peak < BOUND, "raw: {peak} bytes allocated at once");
     let p = write_raw(dir.path(), "gz", &gzip(&header));
-    assert!(matches!(idx::read_images(&p).unwrap_err(), IdxError::Truncated { at: 800, .. }));
+    let (r, peak) = peak_during(|| idx::read_images(&p));
+    assert!(matches!(r.unwrap_err(), IdxError::Truncated { at: 800, .. }));
+    assert!(peak < GZIP_BOUND, "gzip: {peak} bytes allocated at once");
     let mut labels = Vec::new();
     labels.extend_from_slice(&2049u32.to_be_bytes());
     labels.extend_from_slice(&u32::MAX.to_be_bytes());
     let p = write_raw(dir.path(), "labels", &labels);
-    assert!(matches!(idx::read_labels(&p).unwrap_err(), IdxError::Truncated { at: 8, .. }));
+    let (r, peak) = peak_during(|| idx::read_labels(&p));
+    assert!(matches!(r.unwrap_err(), IdxError::Truncated { at: 8, .. }));
+    assert!(peak < BOUND, "labels: {peak} bytes allocated at once");
 }
 
 #[test]

@@ -6,6 +6,10 @@ use proptest::prelude::*;
 
 use lenet::data::pickle::{parse, PickleError, Scalar, Value};
 
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::peak_during;
+
 // ---------------------------------------------------------------------------
 // A minimal writer for valid pickles of numpy arrays, the way Python 2 wrote
 // `mnist.pkl.gz` (protocol 2, `_reconstruct` + `BUILD`, memoized globals).
@@ -115,8 +119,15 @@ fn walk(v: &Value<'_>) -> usize {
     }
 }
 
+/// What a parse may allocate at once: its value's tables and at most a copy of the
+/// input (an array's bytes), never what a length field claims.
+fn allocation_bound(input_len: usize) -> usize {
+    64 * 1024 + 16 * input_len
+}
+
 fn check(bytes: &[u8]) -> Result<usize, PickleError> {
-    let r = parse(bytes);
+    let (r, peak) = peak_during(|| parse(bytes));
+    assert!(peak <= allocation_bound(bytes.len()), "parsing {} bytes allocated {peak} at once", bytes.len());
     if let Err(e) = &r {
         // Every error renders, and points inside (or just past) the input.
         assert!(!e.to_string().is_empty());
@@ -377,13 +388,14 @@ fn huge_lengths_allocate_nothing() {
     ] {
         let mut p = p.to_vec();
         p.resize(100, 0);
-        assert!(parse(&p).is_err());
+        let (r, peak) = peak_during(|| parse(&p));
+        assert!(r.is_err());
+        assert!(peak < 64 * 1024, "{p:?}: {peak} bytes allocated at once");
     }
     // A memo key of 4 billion needs no 4-billion-entry table.
-    assert_eq!(
-        parse(b"Nr\xff\xff\xff\xffj\xff\xff\xff\xff\x86.").unwrap(),
-        Value::Tuple(vec![Value::None, Value::None])
-    );
+    let (r, peak) = peak_during(|| parse(b"Nr\xff\xff\xff\xffj\xff\xff\xff\xff\x86."));
+    assert_eq!(r.unwrap(), Value::Tuple(vec![Value::None, Value::None]));
+    assert!(peak < 64 * 1024, "memo key 4e9: {peak} bytes allocated at once");
 }
 
 #[test]
