@@ -140,14 +140,16 @@ pub fn from_bytes(bytes: &[u8], path: &Path, spec: Option<&Spec>) -> Result<Chec
     };
     let layers = spec.resolve().map_err(|e| mismatch(e.to_string()))?;
     let infos = param_layout(&layers);
-    let n = infos.last().map_or(0, |p| p.range().end);
-    let mut params = vec![0f32; n];
     let read_f32 = |name: &str, view: &TensorView| -> Result<Vec<f32>, CheckpointError> {
         if view.dtype() != Dtype::F32 {
             return Err(mismatch(format!("tensor {name} is {:?}; lenet reads F32 tensors", view.dtype())));
         }
         Ok(view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     };
+    // Every tensor the architecture needs is found, with its shape, before the
+    // parameters are allocated: the file's own bytes then bound the allocation,
+    // whatever size the header's architecture claims.
+    let mut found = Vec::with_capacity(infos.len());
     for p in &infos {
         let view = st.tensor(&p.name).map_err(|_| {
             mismatch(format!("has no tensor {} (shape {:?}) that architecture '{}' needs", p.name, p.shape, spec.name))
@@ -161,7 +163,11 @@ pub fn from_bytes(bytes: &[u8], path: &Path, spec: Option<&Spec>) -> Result<Chec
                 p.shape
             )));
         }
-        params[p.range()].copy_from_slice(&read_f32(&p.name, &view)?);
+        found.push((read_f32(&p.name, &view)?, p.range()));
+    }
+    let mut params = vec![0f32; infos.last().map_or(0, |p| p.range().end)];
+    for (values, range) in found {
+        params[range].copy_from_slice(&values);
     }
     let mut optim = Vec::new();
     for (name, view) in st.tensors() {

@@ -41,6 +41,30 @@ pub enum LayerSpec {
     },
 }
 
+impl LayerSpec {
+    /// The layer's sizes (channels, features, kernel, padding, stride, window).
+    fn sizes(&self) -> Vec<usize> {
+        match *self {
+            LayerSpec::Conv { out_channels, kernel, padding, stride } => vec![out_channels, kernel, padding, stride],
+            LayerSpec::AvgPool { size, stride } | LayerSpec::MaxPool { size, stride } => vec![size, stride],
+            LayerSpec::Linear { out_features } => vec![out_features],
+            _ => vec![],
+        }
+    }
+}
+
+/// Limits past which an architecture is refused as a mistake (or a hostile file),
+/// before anything is allocated: any one size, the layer count, and the weights or
+/// outputs per example of one layer (2^28 f32 values are 1 GiB).
+const MAX_DIM: usize = 1 << 16;
+const MAX_LAYERS: usize = 256;
+const MAX_ELEMENTS: usize = 1 << 28;
+
+/// The product of `dims`, if it neither overflows nor passes [`MAX_ELEMENTS`].
+fn checked_elements(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS)
+}
+
 fn one() -> usize {
     1
 }
@@ -336,11 +360,22 @@ impl Spec {
             problem,
         };
         if !(4..=1024).contains(&self.input.size) {
-            return Err(fail(0, &self.layers[0], format!("input size {} is not in 4..=1024", self.input.size)));
+            return Err(SpecError {
+                arch: self.name.clone(),
+                index: 0,
+                layer: "input".into(),
+                problem: format!("input size {} is not in 4..=1024", self.input.size),
+            });
         }
         let mut shape = Shape::Image(1, self.input.size, self.input.size);
-        let mut out = Vec::with_capacity(self.layers.len());
+        let mut out = Vec::with_capacity(self.layers.len().min(MAX_LAYERS));
+        if self.layers.len() > MAX_LAYERS {
+            return Err(fail(MAX_LAYERS, &self.layers[MAX_LAYERS], format!("more than {MAX_LAYERS} layers")));
+        }
         for (i, layer) in self.layers.iter().enumerate() {
+            if let Some(big) = layer.sizes().into_iter().find(|&v| v > MAX_DIM) {
+                return Err(fail(i, layer, format!("size {big} is over the limit of {MAX_DIM}")));
+            }
             let (output, params) = match (layer, shape) {
                 (LayerSpec::Conv { out_channels, kernel, padding, stride }, Shape::Image(c, h, w)) => {
                     if *kernel == 0 || *stride == 0 || *out_channels == 0 {
@@ -381,6 +416,16 @@ impl Spec {
                     return Err(fail(i, layer, format!("needs an image input (C, H, W), got {shape}")))
                 }
             };
+            // Checked products: a hostile or mistaken file may ask for any size, and
+            // nothing may overflow or be allocated before it is refused.
+            let outputs = match output {
+                Shape::Image(c, h, w) => checked_elements(&[c, h, w]),
+                Shape::Flat(n) => checked_elements(&[n]),
+            };
+            let weights = params.as_ref().map_or(Some(0), |(w, _)| checked_elements(w));
+            if weights.is_none() || outputs.is_none() {
+                return Err(fail(i, layer, format!("over {MAX_ELEMENTS} weights or outputs per example")));
+            }
             out.push(ResolvedLayer { spec: layer.clone(), input: shape, output, params });
             shape = output;
         }

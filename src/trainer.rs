@@ -239,8 +239,16 @@ where
         if let Some(e) = epochs {
             config.epochs = e;
         }
+        config.validate().context("the checkpoint's training config")?;
         let history: Vec<EpochMetrics> =
             serde_json::from_value(ck.meta.history.clone()).context("the checkpoint's history is unreadable")?;
+        if config.arch.layers != ck.spec.layers || config.arch.input != ck.spec.input {
+            bail!(
+                "the checkpoint's training config is for architecture '{}' but its weights are of '{}'",
+                config.arch.name,
+                ck.spec.name
+            );
+        }
         if history.len() != ck.meta.epoch {
             bail!("the checkpoint says epoch {} but holds {} epochs of history", ck.meta.epoch, history.len());
         }

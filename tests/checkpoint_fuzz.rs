@@ -1,0 +1,388 @@
+//! The checkpoint reader against damaged and hostile files: mutations of a valid
+//! checkpoint (its bytes; the safetensors header's dtypes, shapes, offsets and names;
+//! the architecture and metadata JSON inside it; the header's length) must give a clean
+//! error naming the file, or a valid load that a run can resume from; never a panic,
+//! and never an allocation larger than the file could justify (measured).
+//! Cases per property: `PROPTEST_CASES` (default 512).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use lenet::checkpoint::{self, Checkpoint};
+use lenet::data::{Images, Split};
+use lenet::engine::cpu::CpuEngine;
+use lenet::optim::OptimizerKind;
+use lenet::spec::Spec;
+use lenet::trainer::{Silent, TrainConfig, Trainer};
+use proptest::prelude::*;
+use serde_json::Value;
+
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::peak_during;
+
+const NAME: &str = "fuzzed.safetensors";
+
+/// A small network (782 parameters), so that the header is a good part of the file.
+fn tiny_spec() -> Spec {
+    Spec::from_toml(
+        r#"
+name = "tiny"
+[input]
+size = 28
+[[layers]]
+type = "conv"
+out_channels = 2
+kernel = 5
+stride = 4
+[[layers]]
+type = "relu"
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "linear"
+out_features = 10
+"#,
+    )
+    .unwrap()
+}
+
+fn split(n: usize, seed: u8) -> Split {
+    let pixels = (0..n * 784).map(|i| ((i * 31 + seed as usize * 7) % 251) as u8).collect();
+    let labels = (0..n).map(|i| ((i + seed as usize) % 10) as u8).collect();
+    Split { images: Images { count: n, rows: 28, cols: 28, pixels }, labels }
+}
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        arch: tiny_spec(),
+        epochs: 2,
+        batch: 16,
+        lr: 1e-3,
+        optimizer: OptimizerKind::adam(),
+        threads: 1,
+        ..TrainConfig::d2l()
+    }
+}
+
+/// The bytes of a real checkpoint after one epoch of Adam: parameters, optimizer
+/// state, architecture, config and history.
+fn valid() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        let mut t = Trainer::new(CpuEngine::new(1).unwrap(), config(), &split(48, 1), &split(16, 2), None).unwrap();
+        t.train_epoch(&mut Silent).unwrap();
+        checkpoint::to_bytes(&t.checkpoint()).unwrap()
+    })
+}
+
+/// Splits a safetensors file into its header JSON and its data.
+fn parts(bytes: &[u8]) -> (serde_json::Map<String, Value>, Vec<u8>) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header.as_object().unwrap().clone(), bytes[8 + n..].to_vec())
+}
+
+fn join(header: &serde_json::Map<String, Value>, data: &[u8], length_error: i64) -> Vec<u8> {
+    let text = serde_json::to_vec(header).unwrap();
+    let n = (text.len() as i64 + length_error).max(0) as u64;
+    [&n.to_le_bytes()[..], &text, data].concat()
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    /// Raw bytes anywhere in the file (header length, JSON text, tensor data).
+    Flip(usize, u8),
+    Set(usize, u8),
+    Insert(usize, u8),
+    Delete(usize),
+    Truncate(usize),
+    /// The i-th tensor's entry in the header (modulo the count).
+    Dtype(usize, &'static str),
+    Shape(usize, Vec<u64>),
+    Offsets(usize, u64, u64),
+    ShiftOffsets(usize, i64),
+    Remove(usize),
+    Rename(usize, &'static str),
+    /// A number inside the architecture or metadata JSON replaced (the k-th digit run).
+    Number(&'static str, usize, &'static str),
+    /// A metadata entry replaced by other text, or removed.
+    Text(&'static str, &'static str),
+    RemoveKey(&'static str),
+    /// The header's length field off by this much.
+    Length(i64),
+}
+
+const META_KEYS: [&str; 3] = ["lenet.spec", "lenet.meta", "format"];
+
+fn tensor_names(header: &serde_json::Map<String, Value>) -> Vec<String> {
+    header.keys().filter(|k| *k != "__metadata__").cloned().collect()
+}
+
+fn apply(bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
+    let mut bytes = bytes;
+    for m in mutations {
+        let len = bytes.len().max(1);
+        match m {
+            Mutation::Flip(i, bit) => {
+                if let Some(b) = bytes.get_mut(i % len) {
+                    *b ^= 1 << (bit % 8);
+                }
+            }
+            Mutation::Set(i, v) => {
+                if let Some(b) = bytes.get_mut(i % len) {
+                    *b = *v;
+                }
+            }
+            Mutation::Insert(i, v) => bytes.insert(i % (bytes.len() + 1), *v),
+            Mutation::Delete(i) => {
+                if !bytes.is_empty() {
+                    bytes.remove(i % len);
+                }
+            }
+            Mutation::Truncate(i) => bytes.truncate(i % len),
+            structural => {
+                // Header-level mutations need a header that still parses; after a byte
+                // mutation broke it they are skipped (the byte mutation is the test then).
+                let Some(n) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize) else {
+                    continue;
+                };
+                let Some(Ok(Value::Object(mut header))) =
+                    bytes.get(8..8usize.saturating_add(n)).map(serde_json::from_slice::<Value>)
+                else {
+                    continue;
+                };
+                let data = bytes[8 + n..].to_vec();
+                let names = tensor_names(&header);
+                let tensor = |i: &usize| names.get(i % names.len().max(1)).cloned();
+                let mut length_error = 0;
+                match structural {
+                    Mutation::Dtype(i, d) => {
+                        if let Some(t) = tensor(i) {
+                            header[&t]["dtype"] = Value::from(*d);
+                        }
+                    }
+                    Mutation::Shape(i, s) => {
+                        if let Some(t) = tensor(i) {
+                            header[&t]["shape"] = Value::from(s.clone());
+                        }
+                    }
+                    Mutation::Offsets(i, a, b) => {
+                        if let Some(t) = tensor(i) {
+                            header[&t]["data_offsets"] = Value::from(vec![*a, *b]);
+                        }
+                    }
+                    Mutation::ShiftOffsets(i, by) => {
+                        if let Some(t) = tensor(i) {
+                            let shifted: Vec<Value> = header[&t]["data_offsets"]
+                                .as_array()
+                                .map(|o| o.iter().map(|v| Value::from(v.as_i64().unwrap_or(0) + by)).collect())
+                                .unwrap_or_default();
+                            header[&t]["data_offsets"] = Value::from(shifted);
+                        }
+                    }
+                    Mutation::Remove(i) => {
+                        if let Some(t) = tensor(i) {
+                            header.remove(&t);
+                        }
+                    }
+                    Mutation::Rename(i, to) => {
+                        if let Some(t) = tensor(i) {
+                            let v = header.remove(&t).unwrap();
+                            header.insert(to.to_string(), v);
+                        }
+                    }
+                    Mutation::Number(key, k, with) => {
+                        if let Some(Value::String(s)) = header.get_mut("__metadata__").and_then(|m| m.get_mut(*key)) {
+                            *s = replace_number(s, *k, with);
+                        }
+                    }
+                    Mutation::Text(key, text) => {
+                        if let Some(m) = header.get_mut("__metadata__").and_then(Value::as_object_mut) {
+                            m.insert(key.to_string(), Value::from(*text));
+                        }
+                    }
+                    Mutation::RemoveKey(key) => {
+                        if let Some(m) = header.get_mut("__metadata__").and_then(Value::as_object_mut) {
+                            m.remove(*key);
+                        }
+                    }
+                    Mutation::Length(by) => length_error = *by,
+                    _ => unreachable!(),
+                }
+                bytes = join(&header, &data, length_error);
+            }
+        }
+    }
+    bytes
+}
+
+/// `s` with its k-th run of digits (modulo their count) replaced.
+fn replace_number(s: &str, k: usize, with: &str) -> String {
+    let mut runs = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            runs.push(start..i);
+        } else {
+            i += 1;
+        }
+    }
+    match runs.get(k % runs.len().max(1)) {
+        Some(r) => format!("{}{with}{}", &s[..r.start], &s[r.end..]),
+        None => s.to_string(),
+    }
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let dtype = prop::sample::select(vec!["F16", "BF16", "F64", "I8", "U8", "I32", "I64", "BOOL", "F8_E4M3", "Q4"]);
+    let dim = prop::sample::select(vec![0u64, 1, 2, 3, 5, 10, 72, 720, 1 << 31, 1 << 40, u64::MAX]);
+    let offset = prop::sample::select(vec![0u64, 4, 8, 3128, 3129, 6256, 1 << 32, u64::MAX - 1, u64::MAX]);
+    let name = prop::sample::select(vec!["0.weight", "3.bias", "optim.step", "optim.exp_avg", "9.weight", "", "x"]);
+    let number = prop::sample::select(vec![
+        "0",
+        "1",
+        "4",
+        "65536",
+        "1000000000",
+        "4294967296",
+        "18446744073709551615",
+        "99999999999999999999999",
+        "-1",
+        "1e400",
+        "0.5",
+        "\"7\"",
+        "null",
+        "[]",
+    ]);
+    let text =
+        prop::sample::select(vec!["", "{}", "[]", "null", "not json", "{\"name\":\"x\",\"input\":{\"size\":28}}"]);
+    let key = prop::sample::select(META_KEYS.to_vec());
+    prop_oneof![
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
+        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        1 => any::<usize>().prop_map(Mutation::Delete),
+        1 => any::<usize>().prop_map(Mutation::Truncate),
+        1 => (any::<usize>(), dtype).prop_map(|(i, d)| Mutation::Dtype(i, d)),
+        1 => (any::<usize>(), prop::collection::vec(dim, 0..4)).prop_map(|(i, s)| Mutation::Shape(i, s)),
+        1 => (any::<usize>(), offset.clone(), offset).prop_map(|(i, a, b)| Mutation::Offsets(i, a, b)),
+        1 => (any::<usize>(), prop::sample::select(vec![-8i64, -4, -1, 1, 4, 8, 1 << 20]))
+            .prop_map(|(i, by)| Mutation::ShiftOffsets(i, by)),
+        1 => any::<usize>().prop_map(Mutation::Remove),
+        1 => (any::<usize>(), name).prop_map(|(i, n)| Mutation::Rename(i, n)),
+        3 => (key.clone(), any::<usize>(), number).prop_map(|(k, i, n)| Mutation::Number(k, i, n)),
+        1 => (key.clone(), text).prop_map(|(k, t)| Mutation::Text(k, t)),
+        1 => key.prop_map(Mutation::RemoveKey),
+        1 => prop::sample::select(vec![-100i64, -1, 1, 7, 1 << 20, 1 << 40]).prop_map(Mutation::Length),
+    ]
+}
+
+/// What reading a checkpoint may allocate at once: a few copies of the file (header
+/// JSON, tensors, parameters), never what a header claims.
+fn allocation_bound(file_len: usize) -> usize {
+    (1 << 20) + 16 * file_len
+}
+
+/// Reads `bytes` as the checkpoint file `fuzzed.safetensors`: an error must name the
+/// file; a load must be whole and consistent, and a run must resume from it or refuse
+/// with an error. Returns whether it loaded.
+fn check(bytes: &[u8]) -> bool {
+    let (loaded, peak) = peak_during(|| checkpoint::from_bytes(bytes, Path::new(NAME), None));
+    assert!(peak <= allocation_bound(bytes.len()), "reading {} bytes allocated {peak} at once", bytes.len());
+    let ck: Checkpoint = match loaded {
+        Err(e) => {
+            assert!(e.to_string().contains(NAME), "the error does not name the file: {e}");
+            return false;
+        }
+        Ok(ck) => ck,
+    };
+    let layers = ck.spec.resolve().expect("a loaded checkpoint's architecture resolves");
+    assert_eq!(ck.params.len(), layers.iter().map(|l| l.param_count()).sum::<usize>());
+    assert!(ck.params.iter().all(|v| v.is_finite()));
+    // Resuming reads the config, history and optimizer state: Ok or a clean error.
+    if let Ok(mut t) = Trainer::resume(CpuEngine::new(1).unwrap(), &ck, &split(48, 1), &split(16, 2), None) {
+        if !t.is_finished() && ck.params.len() < 100_000 {
+            let _ = t.train_epoch(&mut Silent);
+        }
+    }
+    true
+}
+
+fn proptest_config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512);
+    ProptestConfig { cases, ..ProptestConfig::default() }
+}
+
+proptest! {
+    #![proptest_config(proptest_config())]
+
+    #[test]
+    fn mutated_checkpoints_load_or_fail_cleanly(mutations in prop::collection::vec(mutation(), 1..5)) {
+        check(&apply(valid().to_vec(), &mutations));
+    }
+
+    #[test]
+    fn random_bytes_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        check(&bytes);
+    }
+
+    #[test]
+    fn a_valid_header_over_random_data_fails_cleanly(
+        data in prop::collection::vec(any::<u8>(), 0..4000),
+        length_error in prop::sample::select(vec![0i64, 0, 0, -1, 1]),
+    ) {
+        let (header, _) = parts(valid());
+        check(&join(&header, &data, length_error));
+    }
+}
+
+#[test]
+fn the_unmutated_checkpoint_loads_and_resumes() {
+    let (header, data) = parts(valid());
+    let rebuilt = join(&header, &data, 0);
+    assert!(check(valid()) && check(&rebuilt), "a valid checkpoint did not load");
+    let ck = checkpoint::from_bytes(&rebuilt, Path::new(NAME), None).unwrap();
+    assert_eq!(ck.meta.epoch, 1);
+    assert_eq!(ck.params.len(), 782);
+    assert!(ck.optim.iter().any(|(n, _, _)| n == "optim.exp_avg_sq"));
+}
+
+/// Hand-made cases that each reach one check, with the error they must give.
+#[test]
+fn each_damage_has_its_own_error() {
+    let cases: Vec<(Vec<Mutation>, &str)> = vec![
+        (vec![Mutation::Dtype(0, "I32")], "lenet reads F32 tensors"),
+        (vec![Mutation::Shape(0, vec![1 << 40, 1 << 40])], NAME),
+        (vec![Mutation::Rename(0, "optim.renamed")], "has no tensor 0.bias"),
+        (vec![Mutation::Rename(4, "x")], "does not have"),
+        (vec![Mutation::Offsets(0, 0, u64::MAX)], "not a valid safetensors file"),
+        (vec![Mutation::Text("lenet.spec", "not json")], "bad lenet.spec"),
+        (vec![Mutation::Text("lenet.meta", "[]")], "bad lenet.meta"),
+        (vec![Mutation::RemoveKey("lenet.spec")], "--arch"),
+        (vec![Mutation::Length(1 << 40)], "not a valid safetensors file"),
+        (vec![Mutation::Truncate(valid().len() - 1)], "not a valid safetensors file"),
+    ];
+    for (mutations, want) in cases {
+        let bytes = apply(valid().to_vec(), &mutations);
+        let e = checkpoint::from_bytes(&bytes, Path::new(NAME), None).unwrap_err().to_string();
+        assert!(e.contains(want) && e.contains(NAME), "{mutations:?}: {e}");
+    }
+}
+
+/// An architecture that claims far more weights than the file holds is refused before
+/// its parameters are allocated: the tensors are looked up first.
+#[test]
+fn a_huge_claimed_architecture_allocates_nothing() {
+    for (k, number) in [(0, "60000"), (0, "65536"), (2, "4000"), (6, "50000")] {
+        let bytes = apply(valid().to_vec(), &[Mutation::Number("lenet.spec", k, number)]);
+        let (r, peak) = peak_during(|| checkpoint::from_bytes(&bytes, Path::new(NAME), None));
+        assert!(r.is_err(), "digit run {k} = {number} loaded");
+        assert!(peak <= allocation_bound(bytes.len()), "digit run {k} = {number}: {peak} bytes at once");
+    }
+}
