@@ -1,7 +1,8 @@
 //! Training: epochs of shuffled mini-batches, per-epoch evaluation, metrics,
-//! divergence detection and checkpoint state. Deterministic: the same config,
-//! seed and thread count give bit-identical results, and resuming from a
-//! checkpoint continues exactly as an uninterrupted run would.
+//! divergence detection, checkpoint state and the run folder's files.
+//! Deterministic: the same config, seed and thread count give bit-identical
+//! results, and resuming from a checkpoint continues exactly as an uninterrupted
+//! run would.
 
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use crate::eval::{evaluate, EvalResult};
 use crate::init::{init_params, Init};
 use crate::network::Network;
 use crate::optim::{Optimizer, OptimizerKind};
+use crate::run::RunDir;
 use crate::schedule::LrSchedule;
 use crate::spec::Spec;
 
@@ -346,6 +348,20 @@ where
         self.history.push(metrics.clone());
         obs.epoch_end(&metrics);
         Ok(metrics)
+    }
+
+    /// Train the remaining epochs into a run folder. After each epoch, and only after
+    /// an epoch that finished, its files are written: metrics.csv, the epoch's
+    /// checkpoint, last (and best when it is), the curves. A failing epoch (divergence)
+    /// returns its error having written nothing, so every earlier file stays as it was.
+    pub fn train_into(&mut self, run: &RunDir, obs: &mut dyn Observer) -> Result<()> {
+        while !self.is_finished() {
+            self.train_epoch(obs)?;
+            run.write_metrics(&self.history)?;
+            run.save_epoch(&self.checkpoint(), self.last_is_best())?;
+            run.write_curves(&self.history, &self.config)?;
+        }
+        Ok(())
     }
 
     pub fn evaluate_test(&mut self) -> EvalResult {

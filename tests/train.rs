@@ -118,11 +118,7 @@ fn checkpoint_round_trip_and_run_files() {
     let cfg = t.config.clone();
     let run = RunDir::create(dir.path(), Some("r"), &cfg).unwrap();
     run.write_config(&cfg).unwrap();
-    while !t.is_finished() {
-        t.train_epoch(&mut Silent).unwrap();
-        run.write_metrics(&t.history).unwrap();
-        run.save_epoch(&t.checkpoint(), t.last_is_best()).unwrap();
-    }
+    t.train_into(&run, &mut Silent).unwrap();
     for f in [
         "config.toml",
         "metrics.csv",
@@ -130,6 +126,9 @@ fn checkpoint_round_trip_and_run_files() {
         "last.safetensors",
         "checkpoints/epoch-001.safetensors",
         "checkpoints/epoch-002.safetensors",
+        "curves.csv",
+        "curves.svg",
+        "curves.png",
     ] {
         assert!(run.path.join(f).is_file(), "{f} missing");
     }
@@ -216,20 +215,65 @@ fn divergence_stops_with_epoch_and_batch() {
     );
 }
 
+/// Every file under `dir`, by path relative to it, with its bytes.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Takes a snapshot of the run folder when epoch 2 starts: what epoch 1 left.
+struct SnapshotAtEpoch2<'a> {
+    dir: &'a std::path::Path,
+    taken: Option<std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>>,
+}
+impl lenet::trainer::Observer for SnapshotAtEpoch2<'_> {
+    fn epoch_start(&mut self, epoch: usize, _epochs: usize, _batches: usize) {
+        if epoch == 2 {
+            self.taken = Some(snapshot(self.dir));
+        }
+    }
+}
+
+/// The library's epoch loop (the one `lenet train` runs) on a run that diverges in
+/// epoch 2: epoch 1's files stay byte for byte, and nothing of epoch 2 is written.
 #[test]
 fn divergence_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let mut t = trainer(TrainConfig { optimizer: OptimizerKind::sgd(), lr: 0.05, ..config("relu", 2) });
+    // Epoch 1 at lr 0.05, epoch 2 at 5e28: the loss overflows in epoch 2.
+    let cfg = TrainConfig {
+        optimizer: OptimizerKind::sgd(),
+        lr: 0.05,
+        schedule: "step:1:1e30".parse().unwrap(),
+        ..config("relu", 3)
+    };
+    let mut t = trainer(cfg);
     let run = RunDir::create(dir.path(), Some("r"), &t.config).unwrap();
-    t.train_epoch(&mut Silent).unwrap();
-    run.save_epoch(&t.checkpoint(), t.last_is_best()).unwrap();
-    let before = std::fs::read(run.last()).unwrap();
-    // Epoch 2 at an absurd learning rate: the loss overflows.
-    t.config.lr = 1e30;
-    let err = t.train_epoch(&mut Silent).unwrap_err().to_string();
-    assert!(err.contains("epoch 2, batch"), "{err}");
-    assert_eq!(std::fs::read(run.last()).unwrap(), before);
-    assert!(!run.epoch_checkpoint(2).exists());
+    let mut obs = SnapshotAtEpoch2 { dir: &run.path, taken: None };
+    let err = t.train_into(&run, &mut obs).unwrap_err().to_string();
+    assert!(err.contains("diverged") && err.contains("epoch 2, batch"), "{err}");
+    let before = obs.taken.expect("epoch 2 started");
+    let names: Vec<String> = before.keys().map(|p| p.display().to_string()).collect();
+    for f in ["metrics.csv", "last.safetensors", "best.safetensors", "checkpoints/epoch-001.safetensors", "curves.csv"]
+    {
+        assert!(names.iter().any(|n| n == f), "epoch 1 wrote no {f}: {names:?}");
+    }
+    let after = snapshot(&run.path);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "files added or removed");
+    for (path, bytes) in &before {
+        assert!(after[path] == *bytes, "{} changed", path.display());
+    }
+    assert_eq!(t.epochs_done(), 1);
     let ck = checkpoint::load(&run.last(), None).unwrap();
     assert!(ck.params.iter().all(|v| v.is_finite()) && ck.meta.epoch == 1);
 }

@@ -315,16 +315,9 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     println!("training on {}", trainer.net.engine.describe());
     let so_far = Curves::from_history(&run_dir.name(), &trainer.history, trainer.config.epochs);
     let mut console = Console::new(args.live, so_far);
-    while !trainer.is_finished() {
-        if let Err(e) = trainer.train_epoch(&mut console) {
-            console.finish();
-            return Err(e);
-        }
-        run_dir.write_metrics(&trainer.history)?;
-        run_dir.save_epoch(&trainer.checkpoint(), trainer.last_is_best())?;
-        run_dir.write_curves(&trainer.history, &trainer.config)?;
-    }
+    let trained = trainer.train_into(&run_dir, &mut console);
     console.finish();
+    trained?;
     let h = &trainer.history;
     let last = h.last().context("no epoch was trained")?;
     println!("loss {:.3}, train acc {:.3}, test acc {:.3}", last.train_loss, last.train_acc, last.test_acc);
