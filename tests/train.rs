@@ -111,6 +111,74 @@ fn sgd_momentum_resume_is_exact_too() {
     assert_eq!(full.net.params(), resumed.net.params());
 }
 
+/// A run interrupted after epoch 2 and resumed from its checkpoint's bytes against the
+/// same run uninterrupted, with each setting that shapes later epochs: a cosine
+/// schedule (the rate depends on the epoch and the planned total), a validation split
+/// (carved again on resume), gradient clipping and class weights (both only in the
+/// config), and all of them with Nesterov momentum and weight decay.
+#[test]
+fn resume_equals_uninterrupted_with_schedule_validation_clipping_and_class_weights() {
+    let weights: Vec<f32> = (0..10).map(|c| 0.4 + c as f32 / 8.0).collect();
+    let sgd = TrainConfig { optimizer: OptimizerKind::sgd(), lr: 0.1, ..config("relu", 4) };
+    let cases = [
+        ("cosine", TrainConfig { schedule: "cosine".parse().unwrap(), ..sgd.clone() }),
+        ("validation split", TrainConfig { val_split: 0.25, ..sgd.clone() }),
+        ("clipping", TrainConfig { clip_grad_norm: Some(0.05), ..sgd.clone() }),
+        ("class weights", TrainConfig { class_weights: Some(weights.clone()), ..sgd.clone() }),
+        (
+            "all of them",
+            TrainConfig {
+                optimizer: "sgd:momentum=0.9,nesterov,weight_decay=1e-3".parse().unwrap(),
+                schedule: "cosine".parse().unwrap(),
+                val_split: 0.25,
+                clip_grad_norm: Some(0.5),
+                class_weights: Some(weights),
+                ..sgd.clone()
+            },
+        ),
+    ];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (what, cfg) in cases {
+        let mut full = trainer(cfg.clone());
+        let mut first = trainer(cfg);
+        for _ in 0..4 {
+            full.train_epoch(&mut Silent).unwrap();
+        }
+        for _ in 0..2 {
+            first.train_epoch(&mut Silent).unwrap();
+        }
+        let bytes = checkpoint::to_bytes(&first.checkpoint()).unwrap();
+        let ck = checkpoint::from_bytes(&bytes, std::path::Path::new("mem"), None).unwrap();
+        let mut resumed =
+            Trainer::resume(CpuEngine::new(2).unwrap(), &ck, &toy_split(640, 1), &toy_split(200, 2), None).unwrap();
+        while !resumed.is_finished() {
+            resumed.train_epoch(&mut Silent).unwrap();
+        }
+        assert_eq!(resumed.epochs_done(), 4, "{what}");
+        for (a, b) in full.history.iter().zip(&resumed.history) {
+            let e = a.epoch;
+            assert_eq!(a.lr.to_bits(), b.lr.to_bits(), "{what}: epoch {e}: lr {} vs {}", a.lr, b.lr);
+            assert_eq!(a.val_acc, b.val_acc, "{what}: epoch {e}: val acc");
+            assert_eq!(a.val_loss.map(f64::to_bits), b.val_loss.map(f64::to_bits), "{what}: epoch {e}: val loss");
+            assert_eq!(a.train_loss.to_bits(), b.train_loss.to_bits(), "{what}: epoch {e}: train loss");
+            assert_eq!(a.test_acc, b.test_acc, "{what}: epoch {e}: test acc");
+        }
+        assert!(bits(&full.net.params()) == bits(&resumed.net.params()), "{what}: the weights differ");
+        let optim = |t: &Trainer<CpuEngine>| {
+            t.opt.state_tensors().into_iter().map(|(n, s, v)| (n, s, bits(&v))).collect::<Vec<_>>()
+        };
+        assert!(optim(&full) == optim(&resumed), "{what}: the optimizer state differs");
+        // The settings did something: the rate moved (cosine), validation was measured.
+        let h = &full.history;
+        if what.contains("cosine") || what == "all of them" {
+            assert!(h[3].lr < h[0].lr, "{what}: {h:?}");
+        }
+        if what.contains("validation") || what == "all of them" {
+            assert!(h.iter().all(|m| m.val_acc.is_some()), "{what}");
+        }
+    }
+}
+
 #[test]
 fn checkpoint_round_trip_and_run_files() {
     let dir = tempfile::tempdir().unwrap();
