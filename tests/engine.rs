@@ -1,14 +1,18 @@
 //! The CPU engine's fused program (tiles of 16 examples, activations fused into
 //! convolutions and linear layers, one parallel region per pass) against the
-//! per-layer program on the same engine, and against the f64 reference chain of
-//! tests/network.rs on every instruction set the kernels are compiled for.
+//! per-layer program on the same engine, and both against the f64 reference chain
+//! (tests/common/reference.rs) on every instruction set this CPU has.
 
 use lenet::engine::cpu::CpuEngine;
-use lenet::layers::simd::isa;
+use lenet::layers::simd::{isa, Isa};
 use lenet::network::Network;
 use lenet::spec::{Activation, LayerSpec, LenetOptions, Spec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+#[path = "common/reference.rs"]
+mod reference;
+use reference::{assert_close, assert_grads_close, reference};
 
 /// Architectures that exercise every path: both presets, tanh on 32×32, a leaky
 /// ReLU with a negative slope (not fused: its derivative needs the input), and odd
@@ -97,12 +101,8 @@ fn step(engine: CpuEngine, spec: &Spec, params: &[f32], x: &[f32], labels: &[u8]
     Step { outputs, loss: stats.mean(), correct: stats.correct, grads: net.grads() }
 }
 
-fn close(name: &str, got: &[f32], want: &[f32], rel: f32) {
-    assert_eq!(got.len(), want.len(), "{name}: lengths");
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= rel * (scale + w.abs()), "{name}[{i}]: {g} vs {w} (scale {scale})");
-    }
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
 }
 
 #[test]
@@ -114,11 +114,11 @@ fn fused_program_matches_the_layerwise_program() {
             let reference = step(CpuEngine::new(threads).unwrap().layerwise(), &spec, &params, &x, &labels);
             let what = format!("{} threads {threads} batch {batch}", spec.name);
             for (i, (a, b)) in fused.outputs.iter().zip(&reference.outputs).enumerate() {
-                close(&format!("{what}: layer {i} output"), a, b, 2e-5);
+                assert_close(&format!("{what}: layer {i} output"), a, &f64s(b), 2e-5);
             }
             assert!((fused.loss - reference.loss).abs() < 1e-5 * reference.loss, "{what}: loss");
             assert_eq!(fused.correct, reference.correct, "{what}: correct");
-            close(&format!("{what}: grads"), &fused.grads, &reference.grads, 1e-4);
+            assert_grads_close(&what, &spec, &fused.grads, &f64s(&reference.grads), 1e-4);
         }
     }
 }
@@ -188,27 +188,43 @@ fn f32_sigmoid_is_accurate_and_keeps_its_limits() {
     check_f32_sigmoid();
 }
 
+/// The instruction set each `LENET_ISA` value asks for.
+fn requested_isa(name: &str) -> Isa {
+    match name {
+        "baseline" => Isa::Baseline,
+        "avx2" => Isa::Avx2,
+        "avx512" => Isa::Avx512,
+        other => panic!("unknown LENET_ISA {other:?}"),
+    }
+}
+
 /// Runs under `kernels_agree_on_every_instruction_set` in a child process with
-/// LENET_ISA set (the choice is made once per process).
+/// LENET_ISA set (the choice is made once per process): both programs of the f32
+/// network on that instruction set against the f64 reference chain.
 #[test]
 #[ignore = "run by kernels_agree_on_every_instruction_set"]
 fn isa_probe() {
     let want = std::env::var("LENET_ISA").unwrap_or_default();
     eprintln!("isa_probe: LENET_ISA={want:?}, running {}", isa().name());
-    if want == "baseline" {
-        assert_eq!(isa().name(), "baseline");
-    }
+    assert_eq!(isa(), requested_isa(&want), "LENET_ISA={want:?} ran another instruction set");
     check_f32_sigmoid();
     for spec in specs() {
         let (params, x, labels) = setup(&spec, 21, 11);
-        let fused = step(CpuEngine::new(2).unwrap(), &spec, &params, &x, &labels);
-        let reference = step(CpuEngine::new(2).unwrap().layerwise(), &spec, &params, &x, &labels);
-        close(&format!("{} on {}", spec.name, isa().name()), &fused.grads, &reference.grads, 1e-4);
-        for (i, (a, b)) in fused.outputs.iter().zip(&reference.outputs).enumerate() {
-            close(&format!("{} on {}: layer {i}", spec.name, isa().name()), a, b, 2e-5);
+        let mut want_grads = vec![0.0; params.len()];
+        let chain = reference(&spec, &f64s(&params), &f64s(&x), &labels, Some(&mut want_grads));
+        for (program, engine) in
+            [("fused", CpuEngine::new(2).unwrap()), ("layerwise", CpuEngine::new(2).unwrap().layerwise())]
+        {
+            let got = step(engine, &spec, &params, &x, &labels);
+            let what = format!("{} {program} on {}", spec.name, isa().name());
+            assert!((got.loss - chain.loss).abs() <= 1e-5 * chain.loss, "{what}: loss {} vs {}", got.loss, chain.loss);
+            assert_grads_close(&what, &spec, &got.grads, &want_grads, 1e-4);
+            for (i, want) in chain.outputs.iter().enumerate() {
+                assert_close(&format!("{what}: layer {i} output"), &got.outputs[i], want, 2e-5);
+            }
         }
     }
-    // The f64 layer functions (the gradient checks' path) on this instruction set.
+    // The f64 layer functions (the reference chain's own path) on this instruction set.
     let g = lenet::layers::conv::ConvGeom { c: 2, h: 6, w: 5, o: 3, k: 3, pad: 1, stride: 1 };
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let xs: Vec<f64> = (0..2 * g.in_len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -228,10 +244,26 @@ fn isa_probe() {
     assert!((got - s).abs() < 1e-12, "{got} vs {s}");
 }
 
+/// The instruction sets this CPU can run, by their LENET_ISA names.
+fn instruction_sets() -> Vec<&'static str> {
+    let mut sets = vec!["baseline"];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            sets.push("avx2");
+            if is_x86_feature_detected!("avx512f") {
+                sets.push("avx512");
+            }
+        }
+    }
+    sets
+}
+
 #[test]
 fn kernels_agree_on_every_instruction_set() {
     let exe = std::env::current_exe().unwrap();
-    for want in ["avx2", "baseline", ""] {
+    let sets = instruction_sets();
+    for want in &sets {
         let out = std::process::Command::new(&exe)
             .args(["isa_probe", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env("LENET_ISA", want)
@@ -239,10 +271,11 @@ fn kernels_agree_on_every_instruction_set() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "LENET_ISA={want:?}:\n{text}");
-        assert!(text.contains("isa_probe: LENET_ISA"), "the probe did not run:\n{text}");
+        let ran = format!("isa_probe: LENET_ISA={want:?}, running {}", requested_isa(want).name());
+        assert!(text.contains(&ran), "the probe did not run on {want}:\n{text}");
         assert!(text.contains("1 passed"), "{text}");
     }
-    eprintln!("this CPU's best: {}", isa().name());
+    eprintln!("checked against the f64 reference chain on: {sets:?}");
 }
 
 #[test]
@@ -254,7 +287,7 @@ fn pre_activation_outputs_are_recomputed_exactly() {
     let fused = step(CpuEngine::new(2).unwrap(), &spec, &params, &x, &labels);
     let reference = step(CpuEngine::new(2).unwrap().layerwise(), &spec, &params, &x, &labels);
     assert!(matches!(spec.layers[0], LayerSpec::Conv { .. }) && matches!(spec.layers[1], LayerSpec::Sigmoid));
-    close("conv 0 pre-activation", &fused.outputs[0], &reference.outputs[0], 1e-6);
+    assert_close("conv 0 pre-activation", &fused.outputs[0], &f64s(&reference.outputs[0]), 1e-6);
     // And the sigmoid of it is the next layer's output.
     for (z, y) in fused.outputs[0].iter().zip(&fused.outputs[1]) {
         assert!((1.0 / (1.0 + (-z).exp()) - y).abs() < 1e-6);

@@ -1,102 +1,16 @@
-//! The whole network: an f64 reference chain (built here from the spec and the
-//! layer functions) is checked against finite differences, and the f32
-//! `Network` on the CPU engine is checked against that reference.
+//! The whole network: the f64 reference chain (tests/common/reference.rs, built from
+//! the spec and the layer functions) is checked against finite differences, and the
+//! f32 `Network` on the CPU engine is checked against that reference.
 
 use lenet::engine::cpu::CpuEngine;
-use lenet::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
-use lenet::layers::linear::{linear_backward, linear_forward};
-use lenet::layers::loss::softmax_xent;
-use lenet::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
-use lenet::layers::{activation, Par};
 use lenet::network::Network;
-use lenet::spec::{Activation, LayerSpec, LenetOptions, Shape, Spec};
+use lenet::spec::{Activation, LenetOptions, Spec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Loss of the chain in f64 and, with `grads`, every parameter's gradient.
-fn reference(spec: &Spec, params: &[f64], x: &[f64], labels: &[u8], grads: Option<&mut [f64]>) -> f64 {
-    let layers = spec.resolve().unwrap();
-    let batch = labels.len();
-    let par = Par::SERIAL;
-    let mut acts = vec![x.to_vec()];
-    let mut offsets = vec![];
-    let mut off = 0;
-    for l in &layers {
-        offsets.push(off);
-        off += l.param_count();
-    }
-    let conv_geom = |l: &lenet::spec::ResolvedLayer| match (&l.spec, l.input) {
-        (LayerSpec::Conv { out_channels, kernel, padding, stride }, Shape::Image(c, h, w)) => {
-            ConvGeom { c, h, w, o: *out_channels, k: *kernel, pad: *padding, stride: *stride }
-        }
-        _ => unreachable!(),
-    };
-    let pool_geom = |l: &lenet::spec::ResolvedLayer| match (&l.spec, l.input) {
-        (LayerSpec::AvgPool { size, stride }, Shape::Image(_, h, w)) => {
-            PoolGeom { kind: PoolKind::Avg, h, w, size: *size, stride: *stride }
-        }
-        (LayerSpec::MaxPool { size, stride }, Shape::Image(_, h, w)) => {
-            PoolGeom { kind: PoolKind::Max, h, w, size: *size, stride: *stride }
-        }
-        _ => unreachable!(),
-    };
-    let act = |s: &LayerSpec| match s {
-        LayerSpec::Sigmoid => Activation::Sigmoid,
-        LayerSpec::Tanh => Activation::Tanh,
-        LayerSpec::Relu => Activation::Relu,
-        LayerSpec::LeakyRelu { slope } => Activation::LeakyRelu(*slope),
-        _ => unreachable!(),
-    };
-    for (i, l) in layers.iter().enumerate() {
-        let inp = &acts[i];
-        let mut out = vec![0.0; batch * l.output.numel()];
-        let p = &params[offsets[i]..offsets[i] + l.param_count()];
-        match &l.spec {
-            LayerSpec::Conv { .. } => {
-                let g = conv_geom(l);
-                let (w, b) = p.split_at(g.weight_len());
-                conv2d_forward(&mut out, inp, w, b, &g, batch, par);
-            }
-            LayerSpec::AvgPool { .. } | LayerSpec::MaxPool { .. } => pool_forward(&mut out, inp, &pool_geom(l)),
-            LayerSpec::Flatten => out.copy_from_slice(inp),
-            LayerSpec::Linear { out_features } => {
-                let k = l.input.numel();
-                let (w, b) = p.split_at(k * out_features);
-                linear_forward(&mut out, inp, w, b, batch, k, *out_features, par);
-            }
-            s => activation::activation_forward(&mut out, inp, act(s)),
-        }
-        acts.push(out);
-    }
-    let mut dout = vec![0.0; batch * 10];
-    let loss = softmax_xent(Some(&mut dout), acts.last().unwrap(), labels, None, 10).mean();
-    let Some(grads) = grads else { return loss };
-    for (i, l) in layers.iter().enumerate().rev() {
-        let inp = &acts[i];
-        let mut dinp = vec![0.0; inp.len()];
-        let p = &params[offsets[i]..offsets[i] + l.param_count()];
-        let dp = &mut grads[offsets[i]..offsets[i] + l.param_count()];
-        match &l.spec {
-            LayerSpec::Conv { .. } => {
-                let g = conv_geom(l);
-                let (dw, db) = dp.split_at_mut(g.weight_len());
-                conv2d_backward(Some(&mut dinp), dw, db, &dout, inp, &p[..g.weight_len()], &g, batch, par);
-            }
-            LayerSpec::AvgPool { .. } | LayerSpec::MaxPool { .. } => {
-                pool_backward(&mut dinp, inp, &dout, &pool_geom(l))
-            }
-            LayerSpec::Flatten => dinp.copy_from_slice(&dout),
-            LayerSpec::Linear { out_features } => {
-                let k = l.input.numel();
-                let (dw, db) = dp.split_at_mut(k * out_features);
-                linear_backward(&mut dinp, dw, db, &dout, inp, &p[..k * out_features], batch, k, *out_features, par);
-            }
-            s => activation::activation_backward(&mut dinp, inp, &acts[i + 1], &dout, act(s)),
-        }
-        dout = dinp;
-    }
-    loss
-}
+#[path = "common/reference.rs"]
+mod reference;
+use reference::{assert_close, assert_grads_close, reference};
 
 fn setup(spec: &Spec, batch: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<u8>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -128,9 +42,9 @@ fn reference_chain_matches_finite_differences() {
         let i = rng.gen_range(0..params.len());
         let orig = params[i];
         params[i] = orig + 1e-6;
-        let up = reference(&spec, &params, &x, &labels, None);
+        let up = reference(&spec, &params, &x, &labels, None).loss;
         params[i] = orig - 1e-6;
-        let down = reference(&spec, &params, &x, &labels, None);
+        let down = reference(&spec, &params, &x, &labels, None).loss;
         params[i] = orig;
         let numeric = (up - down) / 2e-6;
         assert!((numeric - grads[i]).abs() < 1e-7 + 1e-5 * numeric.abs(), "param {i}: {} vs {numeric}", grads[i]);
@@ -144,7 +58,8 @@ fn network_matches_f64_reference() {
             let batch = 5;
             let (params, x, labels) = setup(&spec, batch, 21);
             let mut want = vec![0.0; params.len()];
-            let want_loss = reference(&spec, &params, &x, &labels, Some(&mut want));
+            let chain = reference(&spec, &params, &x, &labels, Some(&mut want));
+            let want_loss = chain.loss;
 
             let mut net = Network::new(CpuEngine::new(threads).unwrap(), &spec).unwrap();
             assert_eq!(net.num_params(), params.len());
@@ -154,15 +69,11 @@ fn network_matches_f64_reference() {
             net.forward(batch);
             let loss = net.loss(batch, true).mean();
             net.backward(batch);
-            let got = net.grads();
-            assert!((loss - want_loss).abs() < 1e-5 * want_loss, "{}: loss {loss} vs {want_loss}", spec.name);
-            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    ((g as f64) - w).abs() < 1e-4 * scale + 1e-4 * w.abs(),
-                    "{} threads {threads}: grad {i}: {g} vs {w}",
-                    spec.name
-                );
+            let what = format!("{} threads {threads}", spec.name);
+            assert!((loss - want_loss).abs() < 1e-5 * want_loss, "{what}: loss {loss} vs {want_loss}");
+            assert_grads_close(&what, &spec, &net.grads(), &want, 1e-4);
+            for (i, want) in chain.outputs.iter().enumerate() {
+                assert_close(&format!("{what}: layer {i} output"), &net.activation(i, batch), want, 1e-5);
             }
         }
     }

@@ -238,7 +238,8 @@ fn check_forward_backward(preset: &'static str) {
     let want_loss = f.values(&format!("{preset}.loss"))[0] as f64;
     let loss_err = scalar_rel_err(loss, want_loss);
     eprintln!(
-        "{preset}: loss {loss:.7} (PyTorch {want_loss:.7}), rel err {loss_err:.1e}; logits rel err {logits_err:.1e}"
+        "{preset} on {}: loss {loss:.7} (PyTorch {want_loss:.7}), rel err {loss_err:.1e}; logits rel err {logits_err:.1e}",
+        lenet::layers::simd::isa().name()
     );
     assert!(logits_err <= LOGITS_TOL, "{preset}: logits relative error {logits_err:.2e} > {LOGITS_TOL:e}");
     assert!(loss_err <= LOSS_TOL, "{preset}: loss relative error {loss_err:.2e} > {LOSS_TOL:e}");
@@ -355,6 +356,39 @@ fn fixture_is_small_complete_and_says_how_it_was_made() {
         assert_eq!(grads, 10, "{preset}: a gradient for each of the 10 parameter tensors");
     }
     assert_eq!(h.step_presets, ["d2l"]);
+}
+
+/// The comparisons above (forward, backward, optimizer steps) once more in a child
+/// process per instruction set this CPU has (`LENET_ISA`; the choice is made once per
+/// process), so that no lane type escapes the PyTorch fixture.
+#[test]
+fn pytorch_fixture_matches_on_every_instruction_set() {
+    use lenet::layers::simd::Isa;
+    let mut sets = vec![("baseline", Isa::Baseline)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            sets.push(("avx2", Isa::Avx2));
+            if is_x86_feature_detected!("avx512f") {
+                sets.push(("avx512", Isa::Avx512));
+            }
+        }
+    }
+    let exe = std::env::current_exe().unwrap();
+    for (want, set) in &sets {
+        let out = Command::new(&exe)
+            .args(["logits_loss_and_every_gradient", "step", "--skip", "on_every_instruction_set"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("LENET_ISA", want)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "LENET_ISA={want}:\n{text}");
+        for preset in ["d2l", "relu"] {
+            assert!(text.contains(&format!("{preset} on {}:", set.name())), "{preset} did not run on {want}:\n{text}");
+        }
+        assert!(text.contains("6 passed"), "LENET_ISA={want}: not the six comparisons:\n{text}");
+    }
 }
 
 #[test]

@@ -134,8 +134,9 @@ pub struct Plain<T>([T; L]);
 /// baseline x86-64 a fused multiply-add is a libm call per lane: the baseline trained d2l
 /// at about 360 examples/s, and the calls and the spills around them made its code three
 /// times the size. There it rounds twice instead (8,600 examples/s, the same losses to 4
-/// decimals); the baseline is checked against the other instruction sets with tolerances
-/// (`kernels_agree_on_every_instruction_set`), not bit for bit.
+/// decimals). Every instruction set, the baseline included, is checked against the f64
+/// reference chain and the PyTorch fixture with tolerances, not bit for bit
+/// (`kernels_agree_on_every_instruction_set`, `pytorch_fixture_matches_on_every_instruction_set`).
 pub const PLAIN_FMA_FUSED: bool =
     cfg!(any(target_feature = "fma", not(any(target_arch = "x86_64", target_arch = "x86"))));
 
