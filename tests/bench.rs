@@ -144,3 +144,46 @@ fn missing_data_is_a_clear_error() {
     assert!(err.contains("mnist"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `lenet bench --kernels` (the timing probes that used to be ignored tests in
+/// src/layers/conv.rs): every kernel has a row with finite, positive figures that agree
+/// with each other, and no dataset is needed.
+#[test]
+fn kernel_timings_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lenet"))
+        .env("LENET_DATA", dir.path())
+        .args(["bench", "--kernels", "--quick", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["isa"], lenet::layers::simd::isa().name());
+    let rows = v["kernels"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "conv1 forward",
+            "conv1 forward + sigmoid",
+            "conv1 weight gradient",
+            "conv2 forward",
+            "conv2 forward + sigmoid",
+            "conv2 weight gradient",
+            "conv2 input gradient"
+        ]
+    );
+    for r in rows {
+        let (tile, example, gflops) =
+            (r["us_per_tile"].as_f64().unwrap(), r["us_per_example"].as_f64().unwrap(), r["gflops"].as_f64().unwrap());
+        assert!(tile > 0.0 && tile.is_finite() && gflops > 0.0 && gflops.is_finite(), "{r}");
+        assert!((example * lenet::layers::L as f64 - tile).abs() <= 1e-9 * tile, "{r}");
+    }
+    // The text table has the same rows.
+    let out = Command::new(env!("CARGO_BIN_EXE_lenet")).args(["bench", "--kernels", "--quick"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("us/tile"), "{text}");
+    for name in names {
+        assert!(text.contains(name), "no {name:?} in:\n{text}");
+    }
+}

@@ -57,9 +57,16 @@ pub struct BenchArgs {
     /// print where the time goes.
     #[arg(long)]
     pub profile: bool,
+    /// Instead: time each convolution kernel alone on one tile of examples with hot
+    /// caches (best of the rounds), on this CPU's instruction set.
+    #[arg(long)]
+    pub kernels: bool,
 }
 
 pub fn run(args: BenchArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
+    if args.kernels {
+        return kernels(&args);
+    }
     let entered = Instant::now();
     let age_at_entry = bench::process_age_secs();
     let spec = args.arch.spec("d2l")?;
@@ -164,6 +171,33 @@ pub fn run(args: BenchArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
             if threads == 1 { "" } else { "s" },
             100.0 * report.train.median / limit
         );
+    }
+    Ok(())
+}
+
+/// `lenet bench --kernels`: the table of [`lenet::layers::conv_probe`].
+fn kernels(args: &BenchArgs) -> Result<()> {
+    let (reps, rounds) = if args.quick { (10, 1) } else { (2000, args.repeats.max(1)) };
+    let timings = lenet::layers::conv_probe::time_conv_kernels(reps, rounds);
+    if args.json {
+        let rows: Vec<_> = timings
+            .iter()
+            .map(|t| {
+                serde_json::json!({"kernel": t.kernel, "us_per_tile": t.us_per_tile,
+                    "us_per_example": t.us_per_example(), "gflops": t.gflops})
+            })
+            .collect();
+        println!("{}", serde_json::json!({"isa": lenet::layers::simd::isa().name(), "kernels": rows}));
+        return Ok(());
+    }
+    println!(
+        "convolution kernels on {}, one tile of {} examples, hot caches, best of {rounds} x {reps} calls",
+        lenet::layers::simd::isa().name(),
+        lenet::layers::L
+    );
+    println!("  {:<26} {:>10} {:>12} {:>8}", "kernel", "us/tile", "us/example", "GFLOP/s");
+    for t in &timings {
+        println!("  {:<26} {:>10.2} {:>12.3} {:>8.1}", t.kernel, t.us_per_tile, t.us_per_example(), t.gflops);
     }
     Ok(())
 }

@@ -28,6 +28,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod conv_probe;
 mod lanes;
 pub mod linear;
 pub mod loss;
