@@ -246,9 +246,14 @@ where
             serde_json::from_value(ck.meta.history.clone()).context("the checkpoint's history is unreadable")?;
         if config.arch.layers != ck.spec.layers || config.arch.input != ck.spec.input {
             bail!(
-                "the checkpoint's training config is for architecture '{}' but its weights are of '{}'",
+                "the checkpoint is damaged: its training config describes another architecture than its \
+                 weights ('{}', {} layers, input {}, against '{}', {} layers, input {})",
                 config.arch.name,
-                ck.spec.name
+                config.arch.layers.len(),
+                config.arch.input.size,
+                ck.spec.name,
+                ck.spec.layers.len(),
+                ck.spec.input.size
             );
         }
         if history.len() != ck.meta.epoch {

@@ -106,6 +106,10 @@ enum Mutation {
     Rename(usize, &'static str),
     /// A number inside the architecture or metadata JSON replaced (the k-th digit run).
     Number(&'static str, usize, &'static str),
+    /// A value inside the architecture or metadata JSON set (or added) at a path.
+    Json(&'static str, &'static str, &'static str),
+    /// The architecture replaced by another one (JSON).
+    Spec(Value),
     /// A metadata entry replaced by other text, or removed.
     Text(&'static str, &'static str),
     RemoveKey(&'static str),
@@ -197,6 +201,19 @@ fn apply(bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
                             *s = replace_number(s, *k, with);
                         }
                     }
+                    Mutation::Json(key, path, value) => {
+                        if let Some(Value::String(s)) = header.get_mut("__metadata__").and_then(|m| m.get_mut(*key)) {
+                            if let Ok(mut v) = serde_json::from_str::<Value>(s) {
+                                set_at(&mut v, path, serde_json::from_str(value).unwrap());
+                                *s = v.to_string();
+                            }
+                        }
+                    }
+                    Mutation::Spec(spec) => {
+                        if let Some(m) = header.get_mut("__metadata__").and_then(Value::as_object_mut) {
+                            m.insert("lenet.spec".into(), Value::from(spec.to_string()));
+                        }
+                    }
                     Mutation::Text(key, text) => {
                         if let Some(m) = header.get_mut("__metadata__").and_then(Value::as_object_mut) {
                             m.insert(key.to_string(), Value::from(*text));
@@ -215,6 +232,97 @@ fn apply(bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
         }
     }
     bytes
+}
+
+/// Sets the value at a JSON pointer (`/config/batch`), adding the last key to an
+/// object that lacks it; a path that leads nowhere changes nothing.
+fn set_at(root: &mut Value, path: &str, value: Value) {
+    let (parent, last) = path.rsplit_once('/').unwrap();
+    match root.pointer_mut(parent) {
+        Some(Value::Object(m)) => {
+            m.insert(last.to_string(), value);
+        }
+        Some(Value::Array(a)) => {
+            if let Some(slot) = last.parse::<usize>().ok().and_then(|i| a.get_mut(i)) {
+                *slot = value;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Paths into the architecture (`lenet.spec`) and the metadata (`lenet.meta`: epoch,
+/// training config, history) whose values decide what a load or a resume does.
+const SPEC_PATHS: [&str; 9] = [
+    "/input/size",
+    "/input/fit",
+    "/layers",
+    "/layers/0/out_channels",
+    "/layers/0/kernel",
+    "/layers/0/padding",
+    "/layers/0/stride",
+    "/layers/0/type",
+    "/layers/3/out_features",
+];
+const META_PATHS: [&str; 16] = [
+    "/epoch",
+    "/history",
+    "/history/0/lr",
+    "/config/batch",
+    "/config/epochs",
+    "/config/lr",
+    "/config/val_split",
+    "/config/threads",
+    "/config/seed",
+    "/config/clip_grad_norm",
+    "/config/class_weights",
+    "/config/optimizer/type",
+    "/config/optimizer/beta1",
+    "/config/schedule",
+    "/config/arch/layers/0/out_channels",
+    "/config/arch/input/size",
+];
+const JSON_VALUES: [&str; 15] = [
+    "0",
+    "1",
+    "-1",
+    "4",
+    "65536",
+    "65537",
+    "4294967296",
+    "18446744073709551615",
+    "1e300",
+    "0.5",
+    "null",
+    "[]",
+    "\"x\"",
+    "{}",
+    "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]",
+];
+
+fn json_mutation() -> impl Strategy<Value = Mutation> {
+    let value = prop::sample::select(JSON_VALUES.to_vec());
+    prop_oneof![
+        1 => (prop::sample::select(SPEC_PATHS.to_vec()), value.clone()).prop_map(|(p, v)| Mutation::Json("lenet.spec", p, v)),
+        3 => (prop::sample::select(META_PATHS.to_vec()), value).prop_map(|(p, v)| Mutation::Json("lenet.meta", p, v)),
+    ]
+}
+
+/// An architecture of up to 6 layers of any kind with sizes from zero to absurd.
+fn spec_json() -> impl Strategy<Value = Value> {
+    let size = prop::sample::select(vec![0u64, 1, 2, 3, 5, 28, 65536, 65537, 1 << 32, u64::MAX]);
+    let layer = prop_oneof![
+        (size.clone(), size.clone(), size.clone(), size.clone()).prop_map(|(o, k, p, s)| {
+            serde_json::json!({"type": "conv", "out_channels": o, "kernel": k, "padding": p, "stride": s})
+        }),
+        (prop::sample::select(vec!["max-pool", "avg-pool"]), size.clone(), size.clone())
+            .prop_map(|(t, z, s)| serde_json::json!({"type": t, "size": z, "stride": s})),
+        size.clone().prop_map(|n| serde_json::json!({"type": "linear", "out_features": n})),
+        prop::sample::select(vec!["relu", "sigmoid", "tanh", "flatten"]).prop_map(|t| serde_json::json!({"type": t})),
+        Just(serde_json::json!({"type": "leaky-relu", "slope": -1e30})),
+    ];
+    (prop::sample::select(vec![0u64, 1, 3, 4, 28, 32, 1024, 1025, u64::MAX]), prop::collection::vec(layer, 0..7))
+        .prop_map(|(size, layers)| serde_json::json!({"name": "fuzz", "input": {"size": size}, "layers": layers}))
 }
 
 /// `s` with its k-th run of digits (modulo their count) replaced.
@@ -328,6 +436,16 @@ proptest! {
     }
 
     #[test]
+    fn mutated_metadata_loads_or_fails_cleanly(mutations in prop::collection::vec(json_mutation(), 1..4)) {
+        check(&apply(valid().to_vec(), &mutations));
+    }
+
+    #[test]
+    fn any_architecture_in_the_header_loads_or_fails_cleanly(spec in spec_json()) {
+        check(&apply(valid().to_vec(), &[Mutation::Spec(spec)]));
+    }
+
+    #[test]
     fn random_bytes_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         check(&bytes);
     }
@@ -379,10 +497,42 @@ fn each_damage_has_its_own_error() {
 /// its parameters are allocated: the tensors are looked up first.
 #[test]
 fn a_huge_claimed_architecture_allocates_nothing() {
-    for (k, number) in [(0, "60000"), (0, "65536"), (2, "4000"), (6, "50000")] {
-        let bytes = apply(valid().to_vec(), &[Mutation::Number("lenet.spec", k, number)]);
+    for (path, value) in
+        [("/layers/0/out_channels", "60000"), ("/layers/0/out_channels", "65536"), ("/layers/0/padding", "1000")]
+    {
+        let bytes = apply(valid().to_vec(), &[Mutation::Json("lenet.spec", path, value)]);
         let (r, peak) = peak_during(|| checkpoint::from_bytes(&bytes, Path::new(NAME), None));
-        assert!(r.is_err(), "digit run {k} = {number} loaded");
-        assert!(peak <= allocation_bound(bytes.len()), "digit run {k} = {number}: {peak} bytes at once");
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("has no tensor") || e.contains("has shape"), "{path} = {value}: {e}");
+        assert!(peak <= allocation_bound(bytes.len()), "{path} = {value}: {peak} bytes at once");
+    }
+}
+
+/// An architecture with no layers and a bad input size: an error (it once panicked
+/// while naming the first layer).
+#[test]
+fn an_empty_architecture_with_a_bad_input_size_is_an_error() {
+    let spec = serde_json::json!({"name": "empty", "input": {"size": 0}, "layers": []});
+    let bytes = apply(valid().to_vec(), &[Mutation::Spec(spec)]);
+    let e = checkpoint::from_bytes(&bytes, Path::new(NAME), None).unwrap_err().to_string();
+    assert!(e.contains("input size 0") && e.contains(NAME), "{e}");
+}
+
+/// Resuming checks the config it finds in the metadata (a batch of 0 once panicked in
+/// the first epoch) and that its architecture is the weights'.
+#[test]
+fn resume_refuses_a_config_it_cannot_run() {
+    for (path, value, want) in [
+        ("/config/batch", "0", "--batch"),
+        ("/config/val_split", "4", "--val-split"),
+        ("/config/class_weights", "[1, 2]", "class weights"),
+        ("/config/arch/layers/0/out_channels", "3", "architecture"),
+    ] {
+        let bytes = apply(valid().to_vec(), &[Mutation::Json("lenet.meta", path, value)]);
+        let ck = checkpoint::from_bytes(&bytes, Path::new(NAME), None).unwrap();
+        let e = Trainer::resume(CpuEngine::new(1).unwrap(), &ck, &split(48, 1), &split(16, 2), None)
+            .err()
+            .unwrap_or_else(|| panic!("{path} = {value} resumed"));
+        assert!(format!("{e:#}").contains(want), "{path} = {value}: {e:#}");
     }
 }

@@ -272,7 +272,8 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
             .with_context(|| format!("{} holds no training config to resume", ckpt.display()))?;
         engine = CpuEngine::new(config.threads)?;
         let ds = data::load(config.dataset, data_dir)?;
-        trainer = Trainer::resume(engine, &ck, &ds.train, &ds.test, args.epochs)?;
+        trainer = Trainer::resume(engine, &ck, &ds.train, &ds.test, args.epochs)
+            .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
         test = ds.test;
         run_dir = args.run_dir.clone().map(|path| RunDir { path }).unwrap_or_else(|| RunDir::of_checkpoint(ckpt));
         // The config the run now goes on with (e.g. more epochs): curves and reports read it.
