@@ -19,6 +19,8 @@ use serde_json::Value;
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/fuzz_cases.rs"]
+mod fuzz_cases;
 use counting_alloc::peak_during;
 
 const NAME: &str = "fuzzed.safetensors";
@@ -422,13 +424,8 @@ fn check(bytes: &[u8]) -> bool {
     true
 }
 
-fn proptest_config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512);
-    ProptestConfig { cases, ..ProptestConfig::default() }
-}
-
 proptest! {
-    #![proptest_config(proptest_config())]
+    #![proptest_config(fuzz_cases::config())]
 
     #[test]
     fn mutated_checkpoints_load_or_fail_cleanly(mutations in prop::collection::vec(mutation(), 1..5)) {

@@ -8,6 +8,8 @@ use lenet::data::pickle::{parse, PickleError, Scalar, Value};
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/fuzz_cases.rs"]
+mod fuzz_cases;
 use counting_alloc::peak_during;
 
 // ---------------------------------------------------------------------------
@@ -249,13 +251,8 @@ fn token() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![3 => fixed, 1 => with_arg]
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512);
-    ProptestConfig { cases, ..ProptestConfig::default() }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(fuzz_cases::config())]
 
     #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
