@@ -368,10 +368,10 @@ impl Spec {
             });
         }
         let mut shape = Shape::Image(1, self.input.size, self.input.size);
-        let mut out = Vec::with_capacity(self.layers.len().min(MAX_LAYERS));
         if self.layers.len() > MAX_LAYERS {
             return Err(fail(MAX_LAYERS, &self.layers[MAX_LAYERS], format!("more than {MAX_LAYERS} layers")));
         }
+        let mut out = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
             if let Some(big) = layer.sizes().into_iter().find(|&v| v > MAX_DIM) {
                 return Err(fail(i, layer, format!("size {big} is over the limit of {MAX_DIM}")));
