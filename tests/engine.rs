@@ -1,10 +1,11 @@
 //! The CPU engine's fused program (tiles of 16 examples, activations fused into
 //! convolutions and linear layers, one parallel region per pass) against the
 //! per-layer program on the same engine, and both against the f64 reference chain
-//! (tests/common/reference.rs) on every instruction set this CPU has.
+//! (tests/common/reference.rs) on every instruction set this CPU has, the chain
+//! computed on another instruction set than the one it checks (where there is one).
 
 use lenet::engine::cpu::CpuEngine;
-use lenet::layers::simd::{isa, Isa};
+use lenet::layers::simd::isa;
 use lenet::network::Network;
 use lenet::spec::{Activation, LayerSpec, LenetOptions, Spec};
 use rand::{Rng, SeedableRng};
@@ -188,43 +189,37 @@ fn f32_sigmoid_is_accurate_and_keeps_its_limits() {
     check_f32_sigmoid();
 }
 
-/// The instruction set each `LENET_ISA` value asks for.
-fn requested_isa(name: &str) -> Isa {
-    match name {
-        "baseline" => Isa::Baseline,
-        "avx2" => Isa::Avx2,
-        "avx512" => Isa::Avx512,
-        other => panic!("unknown LENET_ISA {other:?}"),
-    }
-}
-
 /// Runs under `kernels_agree_on_every_instruction_set` in a child process with
-/// LENET_ISA set (the choice is made once per process): both programs of the f32
-/// network on that instruction set against the f64 reference chain.
+/// LENET_ISA set (the choice is made once per process): checks the sigmoid and the
+/// f64 layer functions on that instruction set, and writes both programs' f32 numbers
+/// (loss, gradients, every layer's output) to LENET_PROBE_OUT for the parent to check.
 #[test]
 #[ignore = "run by kernels_agree_on_every_instruction_set"]
 fn isa_probe() {
     let want = std::env::var("LENET_ISA").unwrap_or_default();
     eprintln!("isa_probe: LENET_ISA={want:?}, running {}", isa().name());
-    assert_eq!(isa(), requested_isa(&want), "LENET_ISA={want:?} ran another instruction set");
+    if !want.is_empty() {
+        assert_eq!(isa().env_name(), want, "LENET_ISA={want:?} ran another instruction set");
+    }
     check_f32_sigmoid();
+    let mut records: Vec<Vec<f32>> = Vec::new();
     for spec in specs() {
-        let (params, x, labels) = setup(&spec, 21, 11);
-        let mut want_grads = vec![0.0; params.len()];
-        let chain = reference(&spec, &f64s(&params), &f64s(&x), &labels, Some(&mut want_grads));
-        for (program, engine) in
-            [("fused", CpuEngine::new(2).unwrap()), ("layerwise", CpuEngine::new(2).unwrap().layerwise())]
-        {
+        let (params, x, labels) = setup(&spec, PROBE_BATCH, 11);
+        for engine in [CpuEngine::new(2).unwrap(), CpuEngine::new(2).unwrap().layerwise()] {
             let got = step(engine, &spec, &params, &x, &labels);
-            let what = format!("{} {program} on {}", spec.name, isa().name());
-            assert!((got.loss - chain.loss).abs() <= 1e-5 * chain.loss, "{what}: loss {} vs {}", got.loss, chain.loss);
-            assert_grads_close(&what, &spec, &got.grads, &want_grads, 1e-4);
-            for (i, want) in chain.outputs.iter().enumerate() {
-                assert_close(&format!("{what}: layer {i} output"), &got.outputs[i], want, 2e-5);
-            }
+            records.push(vec![got.loss as f32]);
+            records.push(got.grads);
+            records.extend(got.outputs);
         }
     }
-    // The f64 layer functions (the reference chain's own path) on this instruction set.
+    if let Ok(path) = std::env::var("LENET_PROBE_OUT") {
+        let bytes: Vec<u8> = records
+            .iter()
+            .flat_map(|r| (r.len() as u64).to_le_bytes().into_iter().chain(r.iter().flat_map(|v| v.to_le_bytes())))
+            .collect();
+        std::fs::write(path, bytes).unwrap();
+    }
+    // The f64 layer functions on this instruction set, one value from the definition.
     let g = lenet::layers::conv::ConvGeom { c: 2, h: 6, w: 5, o: 3, k: 3, pad: 1, stride: 1 };
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let xs: Vec<f64> = (0..2 * g.in_len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -244,38 +239,72 @@ fn isa_probe() {
     assert!((got - s).abs() < 1e-12, "{got} vs {s}");
 }
 
-/// The instruction sets this CPU can run, by their LENET_ISA names.
-fn instruction_sets() -> Vec<&'static str> {
-    let mut sets = vec!["baseline"];
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            sets.push("avx2");
-            if is_x86_feature_detected!("avx512f") {
-                sets.push("avx512");
-            }
-        }
+const PROBE_BATCH: usize = 21;
+
+/// Reads what `isa_probe` wrote: length-prefixed f32 records.
+fn read_records(bytes: &[u8]) -> Vec<Vec<f32>> {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let n = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+        at += 8;
+        records
+            .push(bytes[at..at + 4 * n].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
+        at += 4 * n;
     }
-    sets
+    records
 }
 
+/// Each instruction set this CPU has runs both f32 programs in a child process; this
+/// process checks their loss, every gradient (per tensor) and every layer output
+/// against the f64 reference chain computed here, on this process's own (best)
+/// instruction set. The chain's lane types are then never the ones under test, except
+/// on a CPU with nothing but the baseline, where finite differences vouch for it.
 #[test]
 fn kernels_agree_on_every_instruction_set() {
     let exe = std::env::current_exe().unwrap();
-    let sets = instruction_sets();
-    for want in &sets {
+    let dir = tempfile::tempdir().unwrap();
+    let chains: Vec<_> = specs()
+        .into_iter()
+        .map(|spec| {
+            let (params, x, labels) = setup(&spec, PROBE_BATCH, 11);
+            let mut grads = vec![0.0; params.len()];
+            let chain = reference(&spec, &f64s(&params), &f64s(&x), &labels, Some(&mut grads));
+            (spec, chain, grads)
+        })
+        .collect();
+    let sets = lenet::layers::simd::available();
+    for set in &sets {
+        let out_path = dir.path().join(set.env_name());
         let out = std::process::Command::new(&exe)
             .args(["isa_probe", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("LENET_ISA", want)
+            .env("LENET_ISA", set.env_name())
+            .env("LENET_PROBE_OUT", &out_path)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "LENET_ISA={want:?}:\n{text}");
-        let ran = format!("isa_probe: LENET_ISA={want:?}, running {}", requested_isa(want).name());
-        assert!(text.contains(&ran), "the probe did not run on {want}:\n{text}");
-        assert!(text.contains("1 passed"), "{text}");
+        assert!(out.status.success(), "LENET_ISA={}:\n{text}", set.env_name());
+        let ran = format!("isa_probe: LENET_ISA={:?}, running {}", set.env_name(), set.name());
+        assert!(text.contains(&ran), "the probe did not run on {}:\n{text}", set.name());
+        let mut records = read_records(&std::fs::read(&out_path).unwrap()).into_iter();
+        for (spec, chain, want_grads) in &chains {
+            for program in ["fused", "layerwise"] {
+                let what = format!("{} {program} on {}", spec.name, set.name());
+                let loss = records.next().unwrap()[0] as f64;
+                assert!((loss - chain.loss).abs() <= 1e-5 * chain.loss, "{what}: loss {loss} vs {}", chain.loss);
+                assert_grads_close(&what, spec, &records.next().unwrap(), want_grads, 1e-4);
+                for (i, want) in chain.outputs.iter().enumerate() {
+                    assert_close(&format!("{what}: layer {i} output"), &records.next().unwrap(), want, 2e-5);
+                }
+            }
+        }
+        assert!(records.next().is_none(), "{}: more records than expected", set.name());
     }
-    eprintln!("checked against the f64 reference chain on: {sets:?}");
+    eprintln!(
+        "checked against the f64 reference chain (on {}): {:?}",
+        isa().name(),
+        sets.iter().map(|s| s.name()).collect::<Vec<_>>()
+    );
 }
 
 #[test]

@@ -363,19 +363,10 @@ fn fixture_is_small_complete_and_says_how_it_was_made() {
 /// process), so that no lane type escapes the PyTorch fixture.
 #[test]
 fn pytorch_fixture_matches_on_every_instruction_set() {
-    use lenet::layers::simd::Isa;
-    let mut sets = vec![("baseline", Isa::Baseline)];
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            sets.push(("avx2", Isa::Avx2));
-            if is_x86_feature_detected!("avx512f") {
-                sets.push(("avx512", Isa::Avx512));
-            }
-        }
-    }
+    let sets = lenet::layers::simd::available();
     let exe = std::env::current_exe().unwrap();
-    for (want, set) in &sets {
+    for set in &sets {
+        let want = set.env_name();
         let out = Command::new(&exe)
             .args(["logits_loss_and_every_gradient", "step", "--skip", "on_every_instruction_set"])
             .args(["--nocapture", "--test-threads=1"])
@@ -387,7 +378,7 @@ fn pytorch_fixture_matches_on_every_instruction_set() {
         for preset in ["d2l", "relu"] {
             assert!(text.contains(&format!("{preset} on {}:", set.name())), "{preset} did not run on {want}:\n{text}");
         }
-        assert!(text.contains("6 passed"), "LENET_ISA={want}: not the six comparisons:\n{text}");
+        assert!(text.contains("test result: ok. 6 passed"), "LENET_ISA={want}: not the six comparisons:\n{text}");
     }
 }
 

@@ -13,6 +13,15 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// The value of `LENET_ISA` that asks for this set.
+    pub fn env_name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Baseline => "baseline",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Isa::Avx512 => "avx512",
@@ -27,6 +36,12 @@ impl Isa {
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| detect(&std::env::var("LENET_ISA").unwrap_or_default()))
+}
+
+/// Every instruction set this CPU can run, the baseline first and the best last.
+pub fn available() -> Vec<Isa> {
+    let best = detect("");
+    [Isa::Baseline, Isa::Avx2, Isa::Avx512].into_iter().filter(|&i| i == best || detect(i.env_name()) == i).collect()
 }
 
 #[cfg(target_arch = "x86_64")]
