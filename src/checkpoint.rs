@@ -146,8 +146,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path, spec: Option<&Spec>) -> Result<Chec
         }
         Ok(view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
     };
-    // Every tensor the architecture needs is found, with its shape, before the
-    // parameters are allocated: the file's own bytes then bound the allocation,
+    // Every tensor the architecture needs is found, with its shape and dtype, before
+    // the parameters are allocated: the file's own bytes then bound the allocation,
     // whatever size the header's architecture claims.
     let mut found = Vec::with_capacity(infos.len());
     for p in &infos {
@@ -163,11 +163,16 @@ pub fn from_bytes(bytes: &[u8], path: &Path, spec: Option<&Spec>) -> Result<Chec
                 p.shape
             )));
         }
-        found.push((read_f32(&p.name, &view)?, p.range()));
+        if view.dtype() != Dtype::F32 {
+            return Err(mismatch(format!("tensor {} is {:?}; lenet reads F32 tensors", p.name, view.dtype())));
+        }
+        found.push(view);
     }
     let mut params = vec![0f32; infos.last().map_or(0, |p| p.range().end)];
-    for (values, range) in found {
-        params[range].copy_from_slice(&values);
+    for (p, view) in infos.iter().zip(&found) {
+        for (v, c) in params[p.range()].iter_mut().zip(view.data().chunks_exact(4)) {
+            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
     }
     let mut optim = Vec::new();
     for (name, view) in st.tensors() {

@@ -43,19 +43,20 @@ pub enum LayerSpec {
 
 impl LayerSpec {
     /// The layer's sizes (channels, features, kernel, padding, stride, window).
-    fn sizes(&self) -> Vec<usize> {
+    fn sizes(&self) -> [usize; 4] {
         match *self {
-            LayerSpec::Conv { out_channels, kernel, padding, stride } => vec![out_channels, kernel, padding, stride],
-            LayerSpec::AvgPool { size, stride } | LayerSpec::MaxPool { size, stride } => vec![size, stride],
-            LayerSpec::Linear { out_features } => vec![out_features],
-            _ => vec![],
+            LayerSpec::Conv { out_channels, kernel, padding, stride } => [out_channels, kernel, padding, stride],
+            LayerSpec::AvgPool { size, stride } | LayerSpec::MaxPool { size, stride } => [size, stride, 0, 0],
+            LayerSpec::Linear { out_features } => [out_features, 0, 0, 0],
+            _ => [0; 4],
         }
     }
 }
 
 /// Limits past which an architecture is refused as a mistake (or a hostile file),
 /// before anything is allocated: any one size, the layer count, and the weights or
-/// outputs per example of one layer (2^28 f32 values are 1 GiB).
+/// outputs per example of one layer and of all layers together (2^28 f32 values are
+/// 1 GiB).
 const MAX_DIM: usize = 1 << 16;
 const MAX_LAYERS: usize = 256;
 const MAX_ELEMENTS: usize = 1 << 28;
@@ -372,6 +373,7 @@ impl Spec {
             return Err(fail(MAX_LAYERS, &self.layers[MAX_LAYERS], format!("more than {MAX_LAYERS} layers")));
         }
         let mut out = Vec::with_capacity(self.layers.len());
+        let mut total_outputs = 0usize;
         for (i, layer) in self.layers.iter().enumerate() {
             if let Some(big) = layer.sizes().into_iter().find(|&v| v > MAX_DIM) {
                 return Err(fail(i, layer, format!("size {big} is over the limit of {MAX_DIM}")));
@@ -423,7 +425,8 @@ impl Spec {
                 Shape::Flat(n) => checked_elements(&[n]),
             };
             let weights = params.as_ref().map_or(Some(0), |(w, _)| checked_elements(w));
-            if weights.is_none() || outputs.is_none() {
+            total_outputs = total_outputs.saturating_add(outputs.unwrap_or(usize::MAX));
+            if weights.is_none() || outputs.is_none() || total_outputs > MAX_ELEMENTS {
                 return Err(fail(i, layer, format!("over {MAX_ELEMENTS} weights or outputs per example")));
             }
             out.push(ResolvedLayer { spec: layer.clone(), input: shape, output, params });

@@ -77,6 +77,15 @@ impl TrainConfig {
         if self.batch == 0 || self.epochs == 0 {
             bail!("--batch and --epochs must be at least 1");
         }
+        // Beyond these a config is a mistake or a damaged file, not a run.
+        if self.epochs > 1_000_000 || self.batch > 1 << 24 || self.threads > 4096 {
+            bail!(
+                "--epochs ({}) at most 1000000, --batch ({}) at most 16777216, --threads ({}) at most 4096",
+                self.epochs,
+                self.batch,
+                self.threads
+            );
+        }
         if !(self.lr.is_finite() && self.lr >= 0.0) {
             bail!("learning rate must be a finite number >= 0, got {}", self.lr);
         }

@@ -270,6 +270,7 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         let ck = checkpoint::load(ckpt, None)?;
         let config: TrainConfig = serde_json::from_value(ck.meta.config.clone())
             .with_context(|| format!("{} holds no training config to resume", ckpt.display()))?;
+        config.validate().with_context(|| format!("cannot resume from {}", ckpt.display()))?;
         engine = CpuEngine::new(config.threads)?;
         let ds = data::load(config.dataset, data_dir)?;
         trainer = Trainer::resume(engine, &ck, &ds.train, &ds.test, args.epochs)
