@@ -11,6 +11,8 @@ use proptest::prelude::*;
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/fuzz_cases.rs"]
+mod fuzz_cases;
 use counting_alloc::peak_during;
 
 fn sample_images(count: usize, rows: usize, cols: usize) -> Images {
@@ -189,16 +191,20 @@ fn missing_file_names_the_path() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(fuzz_cases::config())]
 
-    /// Nothing panics on arbitrary bytes, raw or gzip'd.
+    /// Nothing panics on arbitrary bytes, raw or gzip'd, and reading them allocates at
+    /// most the buffers of a small file (gzip's 16 MiB first reservation included).
     #[test]
     fn fuzz_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..256), zip in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
         let content = if zip { gzip(&bytes) } else { bytes };
         let p = write_raw(dir.path(), "f", &content);
-        let _ = idx::read_images(&p);
-        let _ = idx::read_labels(&p);
+        let ((), peak) = peak_during(|| {
+            let _ = idx::read_images(&p);
+            let _ = idx::read_labels(&p);
+        });
+        prop_assert!(peak < (17 << 20), "{peak} bytes allocated at once");
     }
 
     /// Mutations of valid files (a byte changed, the tail cut) never panic, and

@@ -138,6 +138,10 @@ fn resume_equals_uninterrupted_with_schedule_validation_clipping_and_class_weigh
         ),
     ];
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut plain = trainer(sgd.clone());
+    for _ in 0..4 {
+        plain.train_epoch(&mut Silent).unwrap();
+    }
     for (what, cfg) in cases {
         let mut full = trainer(cfg.clone());
         let mut first = trainer(cfg);
@@ -168,7 +172,9 @@ fn resume_equals_uninterrupted_with_schedule_validation_clipping_and_class_weigh
             t.opt.state_tensors().into_iter().map(|(n, s, v)| (n, s, bits(&v))).collect::<Vec<_>>()
         };
         assert!(optim(&full) == optim(&resumed), "{what}: the optimizer state differs");
-        // The settings did something: the rate moved (cosine), validation was measured.
+        // The settings did something: the weights are not plain SGD's, the rate moved
+        // (cosine), validation was measured.
+        assert!(bits(&full.net.params()) != bits(&plain.net.params()), "{what} changed nothing");
         let h = &full.history;
         if what.contains("cosine") || what == "all of them" {
             assert!(h[3].lr < h[0].lr, "{what}: {h:?}");

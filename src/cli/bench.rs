@@ -59,7 +59,7 @@ pub struct BenchArgs {
     pub profile: bool,
     /// Instead: time each convolution kernel alone on one tile of examples with hot
     /// caches (best of the rounds), on this CPU's instruction set.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["profile", "train_batches", "eval_batches", "warmup", "sgemm_size"])]
     pub kernels: bool,
 }
 

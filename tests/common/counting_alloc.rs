@@ -3,6 +3,10 @@
 //! with overcommit a 2 GiB reservation succeeds without touching a page, and an
 //! `is_err()` afterwards cannot tell it happened.
 //!
+//! It sees the calling thread only: measure code that allocates on the thread that
+//! calls it (the readers do), not work handed to other threads; and memory freed here
+//! that another thread allocated lowers this thread's count.
+//!
 //! Included (`#[path]`) by the test binaries that measure, and by the library's own
 //! unit tests (src/lib.rs); each of those binaries then allocates through it.
 
