@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 
+use lenet::data::augment::Augment;
 use lenet::data::fetch::{self, FetchOptions};
-use lenet::data::preview::{preview_grid, save_png, single_image, GridOptions};
+use lenet::data::preview::{augment_grid, preview_grid, save_png, single_image, GridOptions};
 use lenet::data::{self, import, locate, verify, DatasetKind};
 
 #[derive(Subcommand, Debug)]
@@ -56,6 +57,15 @@ pub enum DataCommand {
         /// Export just this image (28×28, as stored).
         #[arg(long)]
         index: Option<usize>,
+        /// Instead: image --start (or --index) and its distortions as training draws
+        /// them, one per epoch. Magnitudes as for `lenet train --augment`: paper (±2 px
+        /// translation, ±10 % scale, ±10 % squeeze, ±0.15 shear), or settings on top of
+        /// it, e.g. rotate=10,elastic (α 34, σ 4) or translate=3,shear=0.
+        #[arg(long, value_name = "SETTINGS", num_args = 0..=1, default_missing_value = "paper")]
+        augment: Option<Augment>,
+        /// The seed of the distortions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -102,7 +112,7 @@ pub fn run(cmd: DataCommand, data_dir: Option<&Path>) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        DataCommand::Preview { dataset, out, split, count, start, columns, zoom, index } => {
+        DataCommand::Preview { dataset, out, split, count, start, columns, zoom, index, augment, seed } => {
             let ds = data::load(dataset, data_dir)?;
             let split = match split {
                 SplitName::Train => &ds.train,
@@ -113,9 +123,11 @@ pub fn run(cmd: DataCommand, data_dir: Option<&Path>) -> anyhow::Result<()> {
                     bail!("index {i} is out of range: the split has {} images", split.len());
                 }
             }
-            let img = match index {
-                Some(i) => single_image(split, i),
-                None => preview_grid(split, &dataset.class_names(), start, count, &GridOptions { columns, zoom }),
+            let opts = GridOptions { columns, zoom };
+            let img = match (index, augment) {
+                (i, Some(aug)) => augment_grid(split, i.unwrap_or(start), &aug, seed, count, &opts),
+                (Some(i), None) => single_image(split, i),
+                (None, None) => preview_grid(split, &dataset.class_names(), start, count, &opts),
             };
             save_png(&img, &out)?;
             println!("wrote {} ({}×{})", out.display(), img.width(), img.height());

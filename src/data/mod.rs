@@ -1,6 +1,7 @@
 //! The data layer: IDX files, the MNIST and Fashion-MNIST datasets, finding,
-//! fetching, importing, verifying and previewing them.
+//! fetching, importing, verifying, previewing and distorting them.
 
+pub mod augment;
 pub mod dataset;
 pub mod fetch;
 pub mod idx;

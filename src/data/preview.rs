@@ -57,6 +57,35 @@ pub fn preview_grid(split: &Split, class_names: &[&str; 10], start: usize, n: us
     render_grid(&tiles, split.images.rows, split.images.cols, opts)
 }
 
+/// Image `index` and `n − 1` of its distortions (drawn as training draws them, one
+/// per epoch 1, 2, …), the original first.
+pub fn augment_grid(
+    split: &Split,
+    index: usize,
+    aug: &super::augment::Augment,
+    seed: u64,
+    n: usize,
+    opts: &GridOptions,
+) -> GrayImage {
+    let (rows, cols) = (split.images.rows, split.images.cols);
+    let original = split.images.image(index);
+    let distorted: Vec<Vec<u8>> = (1..n.max(1))
+        .map(|epoch| {
+            let mut out = vec![0u8; rows * cols];
+            let mut rng = super::augment::image_rng(seed, epoch, index);
+            super::augment::distort(aug, original, rows, cols, &mut rng, &mut out);
+            out
+        })
+        .collect();
+    let mut tiles = vec![Tile { pixels: original, caption: "original".into(), marked: true }];
+    tiles.extend(distorted.iter().enumerate().map(|(e, p)| Tile {
+        pixels: p,
+        caption: format!("epoch {}", e + 1),
+        marked: false,
+    }));
+    render_grid(&tiles, rows, cols, opts)
+}
+
 /// One example as a grayscale image, exactly as stored (white ink on black, like
 /// the IDX data), so it can be fed back to `lenet predict`.
 pub fn single_image(split: &Split, index: usize) -> GrayImage {
