@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, Meta};
+use crate::data::augment::{distort_split, Augment};
 use crate::data::{DatasetKind, Split};
 use crate::engine::Engine;
 use crate::eval::{evaluate, EvalResult};
@@ -48,6 +49,10 @@ pub struct TrainConfig {
     pub clip_grad_norm: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_weights: Option<Vec<f32>>,
+    /// Distort the training images afresh every epoch (the test and validation images
+    /// never): see [`crate::data::augment`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
 }
 
 impl TrainConfig {
@@ -67,6 +72,7 @@ impl TrainConfig {
             val_split: 0.0,
             clip_grad_norm: None,
             class_weights: None,
+            augment: None,
         }
     }
 
@@ -214,6 +220,8 @@ pub struct Trainer<E: Engine> {
     pub net: Network<E>,
     pub opt: Optimizer,
     train: E::Examples,
+    /// The undistorted training images, kept when each epoch distorts them anew.
+    train_source: Option<Split>,
     val: Option<E::Examples>,
     test: E::Examples,
     /// Metrics of every completed epoch.
@@ -286,8 +294,9 @@ where
         net.set_class_weights(config.class_weights.as_deref())?;
         let (train, val) = split_train(train, config.val_split, config.seed);
         let upload = |s: &Split| net.engine.upload_examples(&s.images, &s.labels, &config.arch.input);
-        let (train, val, test) = (upload(&train), val.as_ref().map(upload), upload(test));
-        Ok(Self { config, net, opt, train, val, test, history })
+        let (train_examples, val, test) = (upload(&train), val.as_ref().map(upload), upload(test));
+        let train_source = config.augment.is_some().then_some(train);
+        Ok(Self { config, net, opt, train: train_examples, train_source, val, test, history })
     }
 
     /// Epochs completed so far.
@@ -313,6 +322,11 @@ where
     pub fn train_epoch(&mut self, obs: &mut dyn Observer) -> Result<EpochMetrics> {
         let started = Instant::now();
         let epoch = self.epochs_done() + 1;
+        if let (Some(aug), Some(source)) = (&self.config.augment, &self.train_source) {
+            // A pure function of (seed, epoch, example), so a resumed run draws the same.
+            let distorted = distort_split(source, aug, self.config.seed, epoch);
+            self.train = self.net.engine.upload_examples(&distorted.images, &distorted.labels, &self.config.arch.input);
+        }
         let lr = self.config.schedule.resolved(self.config.epochs).lr_at(self.config.lr, epoch - 1);
         let order = self.epoch_order(epoch);
         let batches = order.len().div_ceil(self.config.batch);

@@ -115,7 +115,8 @@ fn sgd_momentum_resume_is_exact_too() {
 /// same run uninterrupted, with each setting that shapes later epochs: a cosine
 /// schedule (the rate depends on the epoch and the planned total), a validation split
 /// (carved again on resume), gradient clipping and class weights (both only in the
-/// config), and all of them with Nesterov momentum and weight decay.
+/// config), distortions drawn afresh each epoch, and all of them with Nesterov momentum
+/// and weight decay.
 #[test]
 fn resume_equals_uninterrupted_with_schedule_validation_clipping_and_class_weights() {
     let weights: Vec<f32> = (0..10).map(|c| 0.4 + c as f32 / 8.0).collect();
@@ -125,6 +126,7 @@ fn resume_equals_uninterrupted_with_schedule_validation_clipping_and_class_weigh
         ("validation split", TrainConfig { val_split: 0.25, ..sgd.clone() }),
         ("clipping", TrainConfig { clip_grad_norm: Some(0.05), ..sgd.clone() }),
         ("class weights", TrainConfig { class_weights: Some(weights.clone()), ..sgd.clone() }),
+        ("augment", TrainConfig { augment: Some("paper".parse().unwrap()), ..sgd.clone() }),
         (
             "all of them",
             TrainConfig {
@@ -133,6 +135,7 @@ fn resume_equals_uninterrupted_with_schedule_validation_clipping_and_class_weigh
                 val_split: 0.25,
                 clip_grad_norm: Some(0.5),
                 class_weights: Some(weights),
+                augment: Some("rotate=10,elastic".parse().unwrap()),
                 ..sgd.clone()
             },
         ),

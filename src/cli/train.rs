@@ -9,6 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lenet::checkpoint;
+use lenet::data::augment::Augment;
 use lenet::data::{self, DatasetKind};
 use lenet::engine::cpu::CpuEngine;
 use lenet::engine::Engine;
@@ -66,6 +67,11 @@ pub struct TrainArgs {
     /// Fraction of the training set held out for validation (picks best.safetensors).
     #[arg(long, default_value_t = 0.0)]
     pub val_split: f64,
+    /// Distort the training images afresh every epoch, as LeNet-5 was trained: paper
+    /// (±2 px translation, ±10 % scale, ±10 % squeeze, ±0.15 shear), or settings on top
+    /// of it, e.g. rotate=10,elastic (α 34, σ 4). `lenet data preview --augment` shows them.
+    #[arg(long, value_name = "SETTINGS", num_args = 0..=1, default_missing_value = "paper")]
+    pub augment: Option<Augment>,
     /// Per-class loss weights: ten comma-separated numbers.
     #[arg(long, value_delimiter = ',', num_args = 10)]
     pub class_weights: Option<Vec<f32>>,
@@ -119,6 +125,7 @@ impl TrainArgs {
             val_split: self.val_split,
             clip_grad_norm: self.clip_grad_norm,
             class_weights: self.class_weights.clone(),
+            augment: self.augment,
         })
     }
 }
