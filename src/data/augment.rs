@@ -214,36 +214,26 @@ fn elastic_field(rows: usize, cols: usize, alpha: f32, sigma: f32, rng: &mut imp
     let radius = (3.0 * sigma).ceil() as isize;
     let kernel: Vec<f32> = (-radius..=radius).map(|i| (-((i * i) as f32) / (2.0 * sigma * sigma)).exp()).collect();
     let norm: f32 = kernel.iter().sum();
-    let blur = |field: Vec<f32>| -> Vec<f32> {
-        // Separable, zero outside (as scipy's gaussian_filter with mode="constant").
-        let mut rowwise = vec![0.0; rows * cols];
-        for y in 0..rows {
-            for x in 0..cols {
-                let mut s = 0.0;
-                for (k, w) in kernel.iter().enumerate() {
-                    let xi = x as isize + k as isize - radius;
-                    if (0..cols as isize).contains(&xi) {
-                        s += w * field[y * cols + xi as usize];
-                    }
-                }
-                rowwise[y * cols + x] = s / norm;
-            }
-        }
+    // One pass of the separable blur along x (`step` 1) or y (`step` cols), zero
+    // outside (as scipy's gaussian_filter with mode="constant"), scaled by `gain`.
+    let pass = |field: &[f32], along_x: bool, gain: f32| -> Vec<f32> {
         let mut out = vec![0.0; rows * cols];
         for y in 0..rows {
             for x in 0..cols {
+                let (at, len, step) = if along_x { (x, cols, 1) } else { (y, rows, cols) };
                 let mut s = 0.0;
                 for (k, w) in kernel.iter().enumerate() {
-                    let yi = y as isize + k as isize - radius;
-                    if (0..rows as isize).contains(&yi) {
-                        s += w * rowwise[yi as usize * cols + x];
+                    let i = at as isize + k as isize - radius;
+                    if (0..len as isize).contains(&i) {
+                        s += w * field[(y * cols + x) - at * step + i as usize * step];
                     }
                 }
-                out[y * cols + x] = alpha * s / norm;
+                out[y * cols + x] = gain * s / norm;
             }
         }
         out
     };
+    let blur = |field: Vec<f32>| pass(&pass(&field, true, 1.0), false, alpha);
     let mut noise = || (0..rows * cols).map(|_| rng.gen_range(-1.0f32..=1.0)).collect::<Vec<_>>();
     let (dx, dy) = (noise(), noise());
     (blur(dx), blur(dy))
