@@ -18,10 +18,13 @@ use lenet::trainer::{Silent, TrainConfig, Trainer};
 use proptest::prelude::*;
 use serde_json::Value;
 
+#[path = "common/byte_edits.rs"]
+mod byte_edits;
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
 #[path = "common/fuzz_cases.rs"]
 mod fuzz_cases;
+use byte_edits::{byte_edit, ByteEdit};
 use counting_alloc::peak_during;
 
 const NAME: &str = "fuzzed.safetensors";
@@ -100,11 +103,7 @@ fn join(header: &serde_json::Map<String, Value>, data: &[u8], length_error: i64)
 #[derive(Clone, Debug)]
 enum Mutation {
     /// Raw bytes anywhere in the file (header length, JSON text, tensor data).
-    Flip(usize, u8),
-    Set(usize, u8),
-    Insert(usize, u8),
-    Delete(usize),
-    Truncate(usize),
+    Bytes(ByteEdit),
     /// The i-th tensor's entry in the header (modulo the count).
     Dtype(usize, &'static str),
     Shape(usize, Vec<u64>),
@@ -131,28 +130,10 @@ fn tensor_names(header: &serde_json::Map<String, Value>) -> Vec<String> {
     header.keys().filter(|k| *k != "__metadata__").cloned().collect()
 }
 
-fn apply(bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
-    let mut bytes = bytes;
+fn apply(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
     for m in mutations {
-        let len = bytes.len().max(1);
         match m {
-            Mutation::Flip(i, bit) => {
-                if let Some(b) = bytes.get_mut(i % len) {
-                    *b ^= 1 << (bit % 8);
-                }
-            }
-            Mutation::Set(i, v) => {
-                if let Some(b) = bytes.get_mut(i % len) {
-                    *b = *v;
-                }
-            }
-            Mutation::Insert(i, v) => bytes.insert(i % (bytes.len() + 1), *v),
-            Mutation::Delete(i) => {
-                if !bytes.is_empty() {
-                    bytes.remove(i % len);
-                }
-            }
-            Mutation::Truncate(i) => bytes.truncate(i % len),
+            Mutation::Bytes(edit) => byte_edits::apply(&mut bytes, edit),
             structural => {
                 // Header-level mutations need a header that still parses; after a byte
                 // mutation broke it they are skipped (the byte mutation is the test then).
@@ -380,11 +361,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         prop::sample::select(vec!["", "{}", "[]", "null", "not json", "{\"name\":\"x\",\"input\":{\"size\":28}}"]);
     let key = prop::sample::select(META_KEYS.to_vec());
     prop_oneof![
-        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
-        1 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
-        1 => any::<usize>().prop_map(Mutation::Delete),
-        1 => any::<usize>().prop_map(Mutation::Truncate),
+        5 => byte_edit().prop_map(Mutation::Bytes),
         1 => (any::<usize>(), dtype).prop_map(|(i, d)| Mutation::Dtype(i, d)),
         1 => (any::<usize>(), prop::collection::vec(dim, 0..4)).prop_map(|(i, s)| Mutation::Shape(i, s)),
         1 => (any::<usize>(), offset.clone(), offset).prop_map(|(i, a, b)| Mutation::Offsets(i, a, b)),
@@ -492,7 +469,7 @@ fn each_damage_has_its_own_error() {
         (vec![Mutation::Text("lenet.meta", "[]")], "bad lenet.meta"),
         (vec![Mutation::RemoveKey("lenet.spec")], "--arch"),
         (vec![Mutation::Length(1 << 40)], "not a valid safetensors file"),
-        (vec![Mutation::Truncate(valid().len() - 1)], "not a valid safetensors file"),
+        (vec![Mutation::Bytes(ByteEdit::Truncate(valid().len() - 1))], "not a valid safetensors file"),
     ];
     for (mutations, want) in cases {
         let bytes = apply(valid().to_vec(), &mutations);

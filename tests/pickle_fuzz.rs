@@ -6,6 +6,8 @@ use proptest::prelude::*;
 
 use lenet::data::pickle::{parse, PickleError, Scalar, Value};
 
+#[path = "common/byte_edits.rs"]
+mod byte_edits;
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
 #[path = "common/fuzz_cases.rs"]
@@ -138,58 +140,6 @@ fn check(bytes: &[u8]) -> Result<usize, PickleError> {
     r.map(|v| walk(&v))
 }
 
-#[derive(Clone, Debug)]
-enum Mutation {
-    Flip(usize, u8),
-    Set(usize, u8),
-    Insert(usize, u8),
-    Delete(usize),
-    Truncate(usize),
-    /// Copy a range elsewhere (duplicates opcodes with their arguments).
-    Splice(usize, usize, usize),
-}
-
-fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
-    let len = bytes.len().max(1);
-    match *m {
-        Mutation::Flip(i, bit) => {
-            if let Some(b) = bytes.get_mut(i % len) {
-                *b ^= 1 << (bit % 8);
-            }
-        }
-        Mutation::Set(i, v) => {
-            if let Some(b) = bytes.get_mut(i % len) {
-                *b = v;
-            }
-        }
-        Mutation::Insert(i, v) => bytes.insert(i % (bytes.len() + 1), v),
-        Mutation::Delete(i) => {
-            if !bytes.is_empty() {
-                bytes.remove(i % len);
-            }
-        }
-        Mutation::Truncate(i) => bytes.truncate(i % (bytes.len() + 1)),
-        Mutation::Splice(from, n, to) => {
-            let from = from % len;
-            let end = (from + n % 16).min(bytes.len());
-            let chunk = bytes.get(from..end).unwrap_or_default().to_vec();
-            let to = to % (bytes.len() + 1);
-            bytes.splice(to..to, chunk);
-        }
-    }
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Set(i, v)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Insert(i, v)),
-        any::<usize>().prop_map(Mutation::Delete),
-        any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), any::<usize>(), any::<usize>()).prop_map(|(a, n, b)| Mutation::Splice(a, n, b)),
-    ]
-}
-
 /// Opcodes with plausible arguments, to get deeper into the machine than random
 /// bytes do: wrong types for REDUCE and BUILD, memo misuse, unbalanced MARKs,
 /// absurd lengths.
@@ -276,10 +226,10 @@ proptest! {
     }
 
     #[test]
-    fn mutations_of_a_valid_pickle_never_panic(mutations in prop::collection::vec(mutation(), 1..8)) {
+    fn mutations_of_a_valid_pickle_never_panic(mutations in prop::collection::vec(byte_edits::byte_edit(), 1..8)) {
         let mut bytes = mnist_like();
         for m in &mutations {
-            apply(&mut bytes, m);
+            byte_edits::apply(&mut bytes, m);
         }
         let _ = check(&bytes);
     }
