@@ -192,48 +192,84 @@ pub fn draw_affine(aug: &Augment, img: &[u8], rows: usize, cols: usize, margin: 
     affine
 }
 
-/// Bilinear sample of `img` at (x, y), zero outside.
-fn sample(img: &[u8], rows: usize, cols: usize, x: f32, y: f32) -> f32 {
-    let (x0, y0) = (x.floor(), y.floor());
-    let (fx, fy) = (x - x0, y - y0);
-    let at = |xi: f32, yi: f32| -> f32 {
-        if xi < 0.0 || yi < 0.0 || xi >= cols as f32 || yi >= rows as f32 {
-            0.0
-        } else {
-            img[yi as usize * cols + xi as usize] as f32
+/// The source image as floats inside a one-pixel border of zeros, so that a bilinear
+/// sample needs no bounds check once its point is known to lie within the border.
+struct Padded {
+    px: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Padded {
+    fn new(img: &[u8], rows: usize, cols: usize) -> Padded {
+        let mut px = vec![0.0f32; (rows + 2) * (cols + 2)];
+        for (dst, src) in px.chunks_mut(cols + 2).skip(1).zip(img.chunks(cols)) {
+            for (d, &s) in dst[1..].iter_mut().zip(src) {
+                *d = s as f32;
+            }
         }
-    };
-    let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1.0, y0) * fx;
-    let bottom = at(x0, y0 + 1.0) * (1.0 - fx) + at(x0 + 1.0, y0 + 1.0) * fx;
-    top * (1.0 - fy) + bottom * fy
+        Padded { px, rows, cols }
+    }
+
+    /// Bilinear sample at (x, y), zero outside the image.
+    #[inline(always)]
+    fn sample(&self, x: f32, y: f32) -> f32 {
+        // Outside (−1, size) every tap is in the zero border or beyond it.
+        if !(x > -1.0 && y > -1.0 && x < self.cols as f32 && y < self.rows as f32) {
+            return 0.0;
+        }
+        let (x0, y0) = (x.floor(), y.floor());
+        let (fx, fy) = (x - x0, y - y0);
+        // +1: the border. x0 ≥ −1 and x0 + 1 ≤ cols, so both taps are inside.
+        let at = (y0 as isize + 1) as usize * (self.cols + 2) + (x0 as isize + 1) as usize;
+        let w = self.cols + 2;
+        let (p, q, r, s) = (self.px[at], self.px[at + 1], self.px[at + w], self.px[at + w + 1]);
+        let top = p + (q - p) * fx;
+        let bottom = r + (s - r) * fx;
+        top + (bottom - top) * fy
+    }
+}
+
+/// One pass of a Gaussian blur down the columns of a `rows`×`cols` field (zero
+/// outside, as scipy's gaussian_filter with mode="constant"), scaled by `gain`:
+/// whole rows at a time, so the inner loop is a vector axpy.
+fn blur_columns(field: &[f32], rows: usize, cols: usize, kernel: &[f32], gain: f32) -> Vec<f32> {
+    let radius = kernel.len() / 2;
+    let mut out = vec![0.0f32; rows * cols];
+    for (y, dst) in out.chunks_mut(cols).enumerate() {
+        for (k, &w) in kernel.iter().enumerate() {
+            let Some(src_y) = (y + k).checked_sub(radius).filter(|&v| v < rows) else { continue };
+            for (d, &s) in dst.iter_mut().zip(&field[src_y * cols..(src_y + 1) * cols]) {
+                *d += w * gain * s;
+            }
+        }
+    }
+    out
+}
+
+fn transpose(field: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * cols];
+    for y in 0..rows {
+        for x in 0..cols {
+            out[x * rows + y] = field[y * cols + x];
+        }
+    }
+    out
 }
 
 /// A smooth random displacement field (Simard et al.): uniform noise in [−1, 1] per
-/// pixel, blurred with a Gaussian of σ, times α. Returns (dx, dy) per pixel.
+/// pixel, blurred with a Gaussian of σ (truncated at 3σ), times α. Returns (dx, dy)
+/// per pixel.
 fn elastic_field(rows: usize, cols: usize, alpha: f32, sigma: f32, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
     let radius = (3.0 * sigma).ceil() as isize;
     let kernel: Vec<f32> = (-radius..=radius).map(|i| (-((i * i) as f32) / (2.0 * sigma * sigma)).exp()).collect();
     let norm: f32 = kernel.iter().sum();
-    // One pass of the separable blur along x (`step` 1) or y (`step` cols), zero
-    // outside (as scipy's gaussian_filter with mode="constant"), scaled by `gain`.
-    let pass = |field: &[f32], along_x: bool, gain: f32| -> Vec<f32> {
-        let mut out = vec![0.0; rows * cols];
-        for y in 0..rows {
-            for x in 0..cols {
-                let (at, len, step) = if along_x { (x, cols, 1) } else { (y, rows, cols) };
-                let mut s = 0.0;
-                for (k, w) in kernel.iter().enumerate() {
-                    let i = at as isize + k as isize - radius;
-                    if (0..len as isize).contains(&i) {
-                        s += w * field[(y * cols + x) - at * step + i as usize * step];
-                    }
-                }
-                out[y * cols + x] = gain * s / norm;
-            }
-        }
-        out
+    let kernel: Vec<f32> = kernel.iter().map(|w| w / norm).collect();
+    // The separable blur as two column passes with transposes between them.
+    let blur = |field: Vec<f32>| {
+        let down = transpose(&blur_columns(&field, rows, cols, &kernel, 1.0), rows, cols);
+        transpose(&blur_columns(&down, cols, rows, &kernel, alpha), cols, rows)
     };
-    let blur = |field: Vec<f32>| pass(&pass(&field, true, 1.0), false, alpha);
     let mut noise = || (0..rows * cols).map(|_| rng.gen_range(-1.0f32..=1.0)).collect::<Vec<_>>();
     let (dx, dy) = (noise(), noise());
     (blur(dx), blur(dy))
@@ -251,8 +287,9 @@ pub fn distort(aug: &Augment, img: &[u8], rows: usize, cols: usize, rng: &mut im
     let det = a * d - b * c;
     let inv = [d / det, -b / det, -c / det, a / det];
     let (cx, cy) = centre(rows, cols);
-    for y in 0..rows {
-        for x in 0..cols {
+    let src = Padded::new(img, rows, cols);
+    for (y, out_row) in out.chunks_mut(cols).enumerate() {
+        for (x, o) in out_row.iter_mut().enumerate() {
             let (mut px, mut py) = (x as f32, y as f32);
             if let Some((dx, dy)) = &field {
                 px += dx[y * cols + x];
@@ -260,7 +297,8 @@ pub fn distort(aug: &Augment, img: &[u8], rows: usize, cols: usize, rng: &mut im
             }
             let (ux, uy) = (px - cx - affine.t[0], py - cy - affine.t[1]);
             let (sx, sy) = (inv[0] * ux + inv[1] * uy + cx, inv[2] * ux + inv[3] * uy + cy);
-            out[y * cols + x] = sample(img, rows, cols, sx, sy).round().clamp(0.0, 255.0) as u8;
+            // Rounded to the nearest byte: the sample is in [0, 255].
+            *o = (src.sample(sx, sy) + 0.5) as u8;
         }
     }
 }
