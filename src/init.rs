@@ -53,6 +53,11 @@ pub struct ParamInfo {
     /// Outputs each input feeds: for a weight `out * prod(k)` (PyTorch), used by Xavier.
     /// Unused for biases (the constructor sets 1).
     pub fan_out: usize,
+    /// Where output units differ in fan-in (a convolution with a connection table):
+    /// the fan-in of each slice along the first dimension, overriding `fan_in` for
+    /// LeCun's initialisation. Empty: every unit has `fan_in`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_fan_in: Vec<usize>,
 }
 
 impl ParamInfo {
@@ -60,12 +65,41 @@ impl ParamInfo {
     /// `_calculate_fan_in_and_fan_out` does (see [`fans`]).
     pub fn weight(name: impl Into<String>, offset: usize, shape: Vec<usize>) -> Self {
         let (fan_in, fan_out) = fans(&shape);
-        Self { name: name.into(), offset, shape, kind: ParamKind::Weight, fan_in, fan_out }
+        Self { name: name.into(), offset, shape, kind: ParamKind::Weight, fan_in, fan_out, row_fan_in: vec![] }
+    }
+
+    /// A weight of one value per map (trainable subsampling's coefficients), each
+    /// unit summing `fan_in` inputs.
+    pub fn per_map(name: impl Into<String>, offset: usize, maps: usize, fan_in: usize) -> Self {
+        Self {
+            name: name.into(),
+            offset,
+            shape: vec![maps],
+            kind: ParamKind::Weight,
+            fan_in,
+            fan_out: 1,
+            row_fan_in: vec![],
+        }
+    }
+
+    /// This tensor with output unit `i` (slice `i` of the first dimension) having
+    /// fan-in `fan_ins[i]`.
+    pub fn with_row_fan_in(mut self, fan_ins: Vec<usize>) -> Self {
+        self.row_fan_in = fan_ins;
+        self
     }
 
     /// A bias tensor of `len` elements whose weight has fan-in `fan_in`.
     pub fn bias(name: impl Into<String>, offset: usize, len: usize, fan_in: usize) -> Self {
-        Self { name: name.into(), offset, shape: vec![len], kind: ParamKind::Bias, fan_in, fan_out: 1 }
+        Self {
+            name: name.into(),
+            offset,
+            shape: vec![len],
+            kind: ParamKind::Bias,
+            fan_in,
+            fan_out: 1,
+            row_fan_in: vec![],
+        }
     }
 
     /// Number of elements (the product of the shape).
@@ -110,6 +144,12 @@ impl Init {
     /// The half-width `b` of the uniform distribution `U(-b, b)` a tensor is drawn from.
     /// Computed as PyTorch computes it (in `f64`).
     pub fn bound(self, info: &ParamInfo) -> f64 {
+        self.bound_with_fan_in(info, info.fan_in)
+    }
+
+    /// [`Self::bound`] for a unit of `info` whose fan-in is `fan_in`.
+    fn bound_with_fan_in(self, info: &ParamInfo, fan_in_units: usize) -> f64 {
+        let info = &ParamInfo { fan_in: fan_in_units, ..info.clone() };
         let fan_in = info.fan_in as f64;
         let default_bias = || if info.fan_in > 0 { 1.0 / fan_in.sqrt() } else { 0.0 };
         match (self, info.kind) {
@@ -177,11 +217,20 @@ pub fn init_params(params: &mut [f32], infos: &[ParamInfo], init: Init, rng: &mu
             info.name,
             params.len()
         );
-        let bound = init.bound(info) as f32;
-        let (from, width) = (-bound, 2.0 * bound);
-        for x in &mut params[range] {
-            let u: f32 = rng.gen();
-            *x = u * width + from;
+        let rows = info.shape.first().copied().unwrap_or(1).max(1);
+        let per_row = info.numel() / rows;
+        for (r, row) in params[range].chunks_mut(per_row.max(1)).enumerate() {
+            // LeCun's bound follows each unit's own fan-in (C3's maps read 3, 4 or 6 maps).
+            let fan_in = match (init, info.row_fan_in.get(r)) {
+                (Init::LeCun, Some(&f)) => f,
+                _ => info.fan_in,
+            };
+            let bound = init.bound_with_fan_in(info, fan_in) as f32;
+            let (from, width) = (-bound, 2.0 * bound);
+            for x in row {
+                let u: f32 = rng.gen();
+                *x = u * width + from;
+            }
         }
     }
 }

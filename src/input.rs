@@ -60,5 +60,6 @@ pub fn pixel_affine(normalize: Normalize) -> (f32, f32) {
     match normalize {
         Normalize::Unit => (1.0 / 255.0, 0.0),
         Normalize::Standardize { mean, std } => (1.0 / (255.0 * std), -mean / std),
+        Normalize::Range { low, high } => ((high - low) / 255.0, low),
     }
 }

@@ -11,6 +11,7 @@ use crate::init::ParamInfo;
 use crate::layers::conv::ConvGeom;
 use crate::layers::loss::LossStats;
 use crate::layers::pool::{PoolGeom, PoolKind};
+use crate::layers::subsample::SubsampleGeom;
 use crate::optim::Optimizer;
 use crate::spec::{Activation, LayerSpec, ResolvedLayer, Shape, Spec};
 
@@ -24,6 +25,9 @@ pub struct Network<E: Engine> {
     params: E::Buf,
     grads: E::Buf,
     class_weights: Option<E::Buf>,
+    /// Masked convolutions' weight ranges and masks (host and engine copies): their
+    /// left-out weights are held at zero, in the parameters and the gradients.
+    masks: Vec<(std::ops::Range<usize>, Vec<f32>, E::Buf)>,
 }
 
 /// The parameter tensors of resolved layers, in order: for each layer with
@@ -34,14 +38,56 @@ pub fn param_layout(layers: &[ResolvedLayer]) -> Vec<ParamInfo> {
     let mut offset = 0;
     for (i, l) in layers.iter().enumerate() {
         if let Some((w_shape, b_len)) = &l.params {
-            let weight = ParamInfo::weight(format!("{i}.weight"), offset, w_shape.clone());
-            offset += weight.numel();
-            infos.push(ParamInfo::bias(format!("{i}.bias"), offset, *b_len, weight.fan_in));
-            infos.insert(infos.len() - 1, weight);
-            offset += b_len;
+            let (name, bias_name) = (format!("{i}.weight"), format!("{i}.bias"));
+            let (weight, bias) = match &l.spec {
+                LayerSpec::Subsample { size } => {
+                    let weight = ParamInfo::per_map(name, offset, w_shape[0], size * size);
+                    let bias = ParamInfo::bias(bias_name, offset + w_shape[0], *b_len, size * size);
+                    (weight, bias)
+                }
+                LayerSpec::Conv { kernel, table: Some(table), .. } => {
+                    // Each output map's units read only the maps of its table row.
+                    let fan_ins: Vec<usize> = table.iter().map(|row| row.len() * kernel * kernel).collect();
+                    let weight = ParamInfo::weight(name, offset, w_shape.clone()).with_row_fan_in(fan_ins.clone());
+                    let bias = ParamInfo::bias(bias_name, offset + weight.numel(), *b_len, weight.fan_in)
+                        .with_row_fan_in(fan_ins);
+                    (weight, bias)
+                }
+                _ => {
+                    let weight = ParamInfo::weight(name, offset, w_shape.clone());
+                    let bias = ParamInfo::bias(bias_name, offset + weight.numel(), *b_len, weight.fan_in);
+                    (weight, bias)
+                }
+            };
+            offset += weight.numel() + b_len;
+            infos.extend([weight, bias]);
         }
     }
     infos
+}
+
+/// The 0/1 masks of the masked convolutions (those with a connection table): the
+/// weight range and, per weight, 1 where its (output, input) pair is connected.
+pub fn weight_masks(layers: &[ResolvedLayer], infos: &[ParamInfo]) -> Vec<(std::ops::Range<usize>, Vec<f32>)> {
+    let mut weights = infos.iter().filter(|p| p.kind == crate::init::ParamKind::Weight);
+    let mut masks = Vec::new();
+    for l in layers {
+        if l.params.is_none() {
+            continue;
+        }
+        let info = weights.next().expect("param_layout lists a weight per layer with parameters");
+        if let (LayerSpec::Conv { kernel, table: Some(table), .. }, Shape::Image(c, _, _)) = (&l.spec, l.input) {
+            let kk = kernel * kernel;
+            let mut mask = vec![0.0; info.numel()];
+            for (o, row) in table.iter().enumerate() {
+                for &ci in row {
+                    mask[(o * c + ci) * kk..(o * c + ci + 1) * kk].fill(1.0);
+                }
+            }
+            masks.push((info.range(), mask));
+        }
+    }
+    masks
 }
 
 impl<E: Engine> Network<E> {
@@ -57,7 +103,7 @@ impl<E: Engine> Network<E> {
                 (pair[0].range(), pair[1].range())
             };
             let op = match (&l.spec, l.input, l.output) {
-                (LayerSpec::Conv { out_channels, kernel, padding, stride }, Shape::Image(c, h, w), _) => {
+                (LayerSpec::Conv { out_channels, kernel, padding, stride, .. }, Shape::Image(c, h, w), _) => {
                     let (wr, br) = next_params();
                     let g = ConvGeom { c, h, w, o: *out_channels, k: *kernel, pad: *padding, stride: *stride };
                     Op::Conv { g, w: wr, b: br }
@@ -70,6 +116,15 @@ impl<E: Engine> Network<E> {
                 }
                 (LayerSpec::Sigmoid, ..) => Op::Act(Activation::Sigmoid),
                 (LayerSpec::Tanh, ..) => Op::Act(Activation::Tanh),
+                (LayerSpec::ScaledTanh, ..) => Op::Act(Activation::ScaledTanh),
+                (LayerSpec::Subsample { size }, Shape::Image(c, h, w), _) => {
+                    let (wr, br) = next_params();
+                    Op::Subsample { g: SubsampleGeom { c, h, w, size: *size }, w: wr, b: br }
+                }
+                (LayerSpec::Rbf { bitmaps }, Shape::Flat(k), Shape::Flat(n)) => {
+                    let centres = bitmaps.centres().map_err(anyhow::Error::msg)?.concat();
+                    Op::Rbf { k, n, centres }
+                }
                 (LayerSpec::Relu, ..) => Op::Act(Activation::Relu),
                 (LayerSpec::LeakyRelu { slope }, ..) => Op::Act(Activation::LeakyRelu(*slope)),
                 (LayerSpec::Flatten, ..) => Op::Flatten,
@@ -82,9 +137,22 @@ impl<E: Engine> Network<E> {
             ops.push(op);
         }
         let n_params = infos.last().map_or(0, |p| p.range().end);
-        let chain =
-            Chain { ops, input_size: spec.input.size, out_numel: layers.iter().map(|l| l.output.numel()).collect() };
+        let chain = Chain {
+            ops,
+            input_size: spec.input.size,
+            out_numel: layers.iter().map(|l| l.output.numel()).collect(),
+            criterion: spec.loss,
+        };
+        let masks = weight_masks(&layers, &infos)
+            .into_iter()
+            .map(|(range, mask)| {
+                let mut buf = engine.alloc(mask.len());
+                engine.upload(&mut buf, &mask);
+                (range, mask, buf)
+            })
+            .collect();
         Ok(Self {
+            masks,
             params: engine.alloc(n_params),
             grads: engine.alloc(n_params),
             program: engine.program(&chain),
@@ -117,12 +185,33 @@ impl<E: Engine> Network<E> {
     pub fn grads(&self) -> Vec<f32> {
         self.engine.download(E::view(&self.grads, 0..self.num_params()))
     }
+    /// Set every parameter. A masked convolution's left-out weights are not part of
+    /// the architecture: they are set to zero whatever `values` holds there.
     pub fn set_params(&mut self, values: &[f32]) -> Result<()> {
         if values.len() != self.num_params() {
             bail!("{} parameter values given, the network has {}", values.len(), self.num_params());
         }
-        self.engine.upload(&mut self.params, values);
+        if self.masks.is_empty() {
+            self.engine.upload(&mut self.params, values);
+        } else {
+            let mut values = values.to_vec();
+            for (range, mask, _) in &self.masks {
+                for (v, &m) in values[range.clone()].iter_mut().zip(mask) {
+                    *v *= m;
+                }
+            }
+            self.engine.upload(&mut self.params, &values);
+        }
         Ok(())
+    }
+
+    /// Zero the gradients of masked convolutions' left-out weights, so that no
+    /// optimizer moves them.
+    fn mask_grads(&mut self) {
+        for (range, _, mask) in &self.masks {
+            let len = range.len();
+            self.engine.mask(E::view_mut(&mut self.grads, range.clone()), E::view(mask, 0..len));
+        }
     }
 
     /// Class weights for the loss (None: all 1).
@@ -194,6 +283,7 @@ impl<E: Engine> Network<E> {
             net.load_batch(examples, indices);
             net.zero_grad();
             let stats = net.program.train_pass(&net.engine, &net.params, &mut net.grads, n, net.class_weights.as_ref());
+            net.mask_grads();
             if stats.mean().is_finite() {
                 if let Some(max) = clip {
                     net.clip_grad_norm(max);
@@ -240,6 +330,7 @@ impl<E: Engine> Network<E> {
     /// accumulating into the parameter gradients.
     pub fn backward(&mut self, batch: usize) {
         self.program.backward(&self.engine, &self.params, &mut self.grads, batch);
+        self.mask_grads();
     }
 
     pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {

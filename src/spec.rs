@@ -19,6 +19,11 @@ pub enum LayerSpec {
         padding: usize,
         #[serde(default = "one")]
         stride: usize,
+        /// Which input maps each output map reads (LeNet-5's C3, Table I of the paper);
+        /// absent: every one. The weight keeps PyTorch's (O, C, K, K) shape, with the
+        /// kernels of left-out pairs held at zero (a masked convolution).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        table: Option<Vec<Vec<usize>>>,
     },
     AvgPool {
         size: usize,
@@ -28,8 +33,17 @@ pub enum LayerSpec {
         size: usize,
         stride: usize,
     },
+    /// LeNet-5's trainable subsampling: each output is the sum of a size×size block of
+    /// its map, times one trainable coefficient per map, plus one trainable bias per
+    /// map (weight and bias of shape (C)). Blocks do not overlap.
+    Subsample {
+        #[serde(default = "two")]
+        size: usize,
+    },
     Sigmoid,
     Tanh,
+    /// LeNet-5's squashing function 1.7159·tanh(2a/3) (appendix A of the paper).
+    ScaledTanh,
     Relu,
     LeakyRelu {
         #[serde(default = "default_slope")]
@@ -39,14 +53,97 @@ pub enum LayerSpec {
     Linear {
         out_features: usize,
     },
+    /// Euclidean radial basis function units: y_i = Σ_j (x_j − c_ij)² with fixed
+    /// centres c_i, one ±1 bitmap per class. The layer outputs −y_i, so that, as with
+    /// every other network, the highest output is the predicted class.
+    Rbf {
+        #[serde(default)]
+        bitmaps: Bitmaps,
+    },
 }
+
+/// The fixed centres of an RBF layer: a built-in set by name, or one picture per
+/// class, `#` for +1 and `.` for −1, rows separated by `/` or white space.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Bitmaps {
+    Named(String),
+    Pictures(Vec<String>),
+}
+
+impl Default for Bitmaps {
+    fn default() -> Self {
+        Bitmaps::Named(crate::layers::rbf::DIGITS_7X12_NAME.into())
+    }
+}
+
+impl Bitmaps {
+    /// The centres, class by class, as ±1 values.
+    pub fn centres(&self) -> Result<Vec<Vec<f32>>, String> {
+        match self {
+            Bitmaps::Named(name) if name == crate::layers::rbf::DIGITS_7X12_NAME => Ok(crate::layers::rbf::DIGITS_7X12
+                .iter()
+                .map(|p| crate::layers::rbf::parse_picture(p))
+                .collect::<Result<_, _>>()?),
+            Bitmaps::Named(name) => {
+                Err(format!("unknown bitmaps {name:?} (built in: {})", crate::layers::rbf::DIGITS_7X12_NAME))
+            }
+            Bitmaps::Pictures(p) => p.iter().map(|p| crate::layers::rbf::parse_picture(p)).collect(),
+        }
+    }
+}
+
+/// The training criterion. The two of the paper apply to RBF outputs (−y_i).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Criterion {
+    /// Softmax cross-entropy over the outputs (PyTorch's `CrossEntropyLoss`).
+    #[default]
+    CrossEntropy,
+    /// Equation 9 of the paper: E = y_correct + log(e^(−j) + Σ_i e^(−y_i)), the
+    /// cross-entropy of the outputs −y_i with one more, constant output −j (a
+    /// "rubbish" class that stops classes already far away being pushed further).
+    Map { j: f32 },
+    /// Equation 8: E = y_correct, the distance to the correct class's bitmap.
+    Mse,
+}
+
+impl Criterion {
+    fn is_default(&self) -> bool {
+        *self == Criterion::CrossEntropy
+    }
+}
+
+impl FromStr for Criterion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "xent" | "cross-entropy" => Ok(Criterion::CrossEntropy),
+            "mse" => Ok(Criterion::Mse),
+            "map" => Ok(Criterion::Map { j: LENET5_J }),
+            other => match other.strip_prefix("map:") {
+                Some(v) => v.parse().map(|j| Criterion::Map { j }).map_err(|_| format!("bad j '{v}' in '{s}'")),
+                None => Err(format!("unknown criterion '{s}' (xent, map[:J], mse)")),
+            },
+        }
+    }
+}
+
+/// The paper leaves equation 9's j open. Output distances live on the scale of the
+/// bitmaps: a wrong bitmap differs from the right one in ~30 of 84 places, each
+/// worth 4, so wrong classes sit 100 or more away once trained. With j = 10, e^(−j)
+/// outweighs e^(−y_i) of every class further than ~10 from the output, so classes
+/// already that far away are left alone, while a competitor closer than ~10 is
+/// still pushed away: j sits on the scale where a class is clearly rejected.
+pub const LENET5_J: f32 = 10.0;
 
 impl LayerSpec {
     /// The layer's sizes (channels, features, kernel, padding, stride, window).
     fn sizes(&self) -> [usize; 4] {
         match *self {
-            LayerSpec::Conv { out_channels, kernel, padding, stride } => [out_channels, kernel, padding, stride],
+            LayerSpec::Conv { out_channels, kernel, padding, stride, .. } => [out_channels, kernel, padding, stride],
             LayerSpec::AvgPool { size, stride } | LayerSpec::MaxPool { size, stride } => [size, stride, 0, 0],
+            LayerSpec::Subsample { size } => [size, 0, 0, 0],
             LayerSpec::Linear { out_features } => [out_features, 0, 0, 0],
             _ => [0; 4],
         }
@@ -69,6 +166,9 @@ fn checked_elements(dims: &[usize]) -> Option<usize> {
 fn one() -> usize {
     1
 }
+fn two() -> usize {
+    2
+}
 fn default_slope() -> f32 {
     0.01
 }
@@ -79,6 +179,8 @@ fn default_slope() -> f32 {
 pub enum Activation {
     Sigmoid,
     Tanh,
+    /// 1.7159·tanh(2a/3).
+    ScaledTanh,
     Relu,
     LeakyRelu(f32),
 }
@@ -88,6 +190,7 @@ impl Activation {
         match self {
             Activation::Sigmoid => LayerSpec::Sigmoid,
             Activation::Tanh => LayerSpec::Tanh,
+            Activation::ScaledTanh => LayerSpec::ScaledTanh,
             Activation::Relu => LayerSpec::Relu,
             Activation::LeakyRelu(slope) => LayerSpec::LeakyRelu { slope },
         }
@@ -100,11 +203,12 @@ impl FromStr for Activation {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "sigmoid" => Ok(Activation::Sigmoid),
             "tanh" => Ok(Activation::Tanh),
+            "scaled-tanh" => Ok(Activation::ScaledTanh),
             "relu" => Ok(Activation::Relu),
             "leaky-relu" | "leakyrelu" => Ok(Activation::LeakyRelu(0.01)),
             other => match other.strip_prefix("leaky-relu:") {
                 Some(v) => v.parse().map(Activation::LeakyRelu).map_err(|_| format!("bad leaky-relu slope '{v}'")),
-                None => Err(format!("unknown activation '{s}' (sigmoid, tanh, relu, leaky-relu[:slope])")),
+                None => Err(format!("unknown activation '{s}' (sigmoid, tanh, scaled-tanh, relu, leaky-relu[:slope])")),
             },
         }
     }
@@ -143,7 +247,21 @@ pub enum Fit {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Normalize {
     Unit,
-    Standardize { mean: f32, std: f32 },
+    Standardize {
+        mean: f32,
+        std: f32,
+    },
+    /// Background (0) to `low`, full ink (255) to `high`, linearly: LeNet-5's −0.1 and
+    /// 1.175, which make the inputs' mean about 0 and their variance about 1.
+    Range {
+        low: f32,
+        high: f32,
+    },
+}
+
+impl Normalize {
+    /// LeNet-5's input scaling (section II-A of the paper).
+    pub const LENET5: Normalize = Normalize::Range { low: -0.1, high: 1.175 };
 }
 
 impl FromStr for Normalize {
@@ -153,8 +271,9 @@ impl FromStr for Normalize {
             "unit" | "none" => Ok(Normalize::Unit),
             "mnist" => Ok(Normalize::Standardize { mean: 0.1307, std: 0.3081 }),
             "fashion-mnist" => Ok(Normalize::Standardize { mean: 0.2860, std: 0.3530 }),
+            "lenet5" => Ok(Normalize::LENET5),
             other => {
-                let bad = || format!("bad normalization '{s}' (unit, mnist, fashion-mnist, or MEAN,STD)");
+                let bad = || format!("bad normalization '{s}' (unit, mnist, fashion-mnist, lenet5, or MEAN,STD)");
                 let (m, sd) = other.split_once(',').ok_or_else(bad)?;
                 let (mean, std) = (m.trim().parse().map_err(|_| bad())?, sd.trim().parse().map_err(|_| bad())?);
                 if std <= 0.0 {
@@ -191,6 +310,9 @@ pub struct Spec {
     pub name: String,
     pub input: InputSpec,
     pub layers: Vec<LayerSpec>,
+    /// The training criterion (absent: softmax cross-entropy).
+    #[serde(default, skip_serializing_if = "Criterion::is_default")]
+    pub loss: Criterion,
 }
 
 /// The options of the LeNet family built by [`Spec::lenet`].
@@ -260,15 +382,45 @@ pub struct ResolvedLayer {
 }
 
 impl ResolvedLayer {
+    /// Values this layer holds in the parameter buffer (a masked convolution's
+    /// left-out kernels included).
     pub fn param_count(&self) -> usize {
         self.params.as_ref().map_or(0, |(w, b)| w.iter().product::<usize>() + b)
+    }
+
+    /// Trainable parameters: [`Self::param_count`] less a masked convolution's
+    /// left-out kernels (the paper's count).
+    pub fn trainable_count(&self) -> usize {
+        match (&self.spec, self.input) {
+            (LayerSpec::Conv { out_channels, kernel, table: Some(t), .. }, _) => {
+                t.iter().map(Vec::len).sum::<usize>() * kernel * kernel + out_channels
+            }
+            _ => self.param_count(),
+        }
+    }
+
+    /// Connections (multiply-adds, a bias counting as one per output), as the paper
+    /// counts them.
+    pub fn connections(&self) -> usize {
+        let positions = match self.output {
+            Shape::Image(_, h, w) => h * w,
+            Shape::Flat(_) => 1,
+        };
+        match &self.spec {
+            LayerSpec::Conv { .. } | LayerSpec::Linear { .. } => positions * self.trainable_count(),
+            LayerSpec::Subsample { size } => self.output.numel() * (size * size + 1),
+            _ => 0,
+        }
     }
 
     /// The PyTorch module this layer corresponds to, as `print(net)` shows it.
     pub fn torch_name(&self) -> String {
         match (&self.spec, self.input) {
-            (LayerSpec::Conv { out_channels, kernel, padding, stride }, Shape::Image(c, _, _)) => {
+            (LayerSpec::Conv { out_channels, kernel, padding, stride, table }, Shape::Image(c, _, _)) => {
                 let mut s = format!("Conv2d({c}, {out_channels}, kernel_size=({kernel}, {kernel})");
+                if table.is_some() {
+                    s = format!("Masked{s}");
+                }
                 if *stride != 1 {
                     s += &format!(", stride=({stride}, {stride})");
                 }
@@ -281,6 +433,11 @@ impl ResolvedLayer {
             (LayerSpec::MaxPool { size, stride }, _) => format!("MaxPool2d(kernel_size={size}, stride={stride})"),
             (LayerSpec::Sigmoid, _) => "Sigmoid()".into(),
             (LayerSpec::Tanh, _) => "Tanh()".into(),
+            (LayerSpec::ScaledTanh, _) => "ScaledTanh()".into(),
+            (LayerSpec::Subsample { size }, Shape::Image(c, _, _)) => format!("Subsample({c}, kernel_size={size})"),
+            (LayerSpec::Rbf { .. }, inp) => {
+                format!("RBF(in_features={}, out_features={})", inp.numel(), self.output.numel())
+            }
             (LayerSpec::Relu, _) => "ReLU()".into(),
             (LayerSpec::LeakyRelu { slope }, _) => format!("LeakyReLU(negative_slope={slope})"),
             (LayerSpec::Flatten, _) => "Flatten(start_dim=1, end_dim=-1)".into(),
@@ -315,10 +472,10 @@ impl Spec {
             name: name.to_string(),
             input: InputSpec { size: o.input_size, fit: o.fit, normalize: o.normalize },
             layers: vec![
-                LayerSpec::Conv { out_channels: 6, kernel: 5, padding: first_pad, stride: 1 },
+                LayerSpec::Conv { out_channels: 6, kernel: 5, padding: first_pad, stride: 1, table: None },
                 act.clone(),
                 pool.clone(),
-                LayerSpec::Conv { out_channels: 16, kernel: 5, padding: 0, stride: 1 },
+                LayerSpec::Conv { out_channels: 16, kernel: 5, padding: 0, stride: 1, table: None },
                 act.clone(),
                 pool,
                 LayerSpec::Flatten,
@@ -328,19 +485,50 @@ impl Spec {
                 act,
                 LayerSpec::Linear { out_features: 10 },
             ],
+            loss: Criterion::CrossEntropy,
         }
     }
 
-    /// A named preset: `d2l` or `relu`.
+    /// LeNet-5 as LeCun, Bottou, Bengio and Haffner (1998) built it: 32×32 input
+    /// scaled to [−0.1, 1.175], the scaled tanh after every layer up to F6, trainable
+    /// subsampling, C3 connected by Table I, and RBF outputs with 7×12 digit bitmaps,
+    /// trained on equation 9.
+    pub fn lenet5() -> Spec {
+        let conv = |out_channels, table| LayerSpec::Conv { out_channels, kernel: 5, padding: 0, stride: 1, table };
+        Spec {
+            name: "lenet5".into(),
+            input: InputSpec { size: 32, fit: Fit::Pad, normalize: Normalize::LENET5 },
+            layers: vec![
+                conv(6, None),
+                LayerSpec::ScaledTanh,
+                LayerSpec::Subsample { size: 2 },
+                LayerSpec::ScaledTanh,
+                conv(16, Some(c3_table())),
+                LayerSpec::ScaledTanh,
+                LayerSpec::Subsample { size: 2 },
+                LayerSpec::ScaledTanh,
+                conv(120, None),
+                LayerSpec::ScaledTanh,
+                LayerSpec::Flatten,
+                LayerSpec::Linear { out_features: 84 },
+                LayerSpec::ScaledTanh,
+                LayerSpec::Rbf { bitmaps: Bitmaps::default() },
+            ],
+            loss: Criterion::Map { j: LENET5_J },
+        }
+    }
+
+    /// A named preset: `d2l`, `relu` or `lenet5`.
     pub fn preset(name: &str) -> Option<Spec> {
         match name {
             "d2l" => Some(Spec::lenet("d2l", &LenetOptions::d2l())),
             "relu" => Some(Spec::lenet("relu", &LenetOptions::relu())),
+            "lenet5" => Some(Spec::lenet5()),
             _ => None,
         }
     }
 
-    pub const PRESETS: [&'static str; 2] = ["d2l", "relu"];
+    pub const PRESETS: [&'static str; 3] = ["d2l", "relu", "lenet5"];
 
     pub fn from_toml(text: &str) -> Result<Spec, String> {
         let spec: Spec = toml::from_str(text).map_err(|e| e.to_string())?;
@@ -379,9 +567,12 @@ impl Spec {
                 return Err(fail(i, layer, format!("size {big} is over the limit of {MAX_DIM}")));
             }
             let (output, params) = match (layer, shape) {
-                (LayerSpec::Conv { out_channels, kernel, padding, stride }, Shape::Image(c, h, w)) => {
+                (LayerSpec::Conv { out_channels, kernel, padding, stride, table }, Shape::Image(c, h, w)) => {
                     if *kernel == 0 || *stride == 0 || *out_channels == 0 {
                         return Err(fail(i, layer, "kernel, stride and channels must be positive".into()));
+                    }
+                    if let Some(table) = table {
+                        check_table(table, *out_channels, c).map_err(|p| fail(i, layer, p))?;
                     }
                     if h + 2 * padding < *kernel || w + 2 * padding < *kernel {
                         return Err(fail(i, layer, format!("kernel {kernel} is larger than its {h}×{w} input")));
@@ -399,7 +590,34 @@ impl Spec {
                     }
                     (Shape::Image(c, (h - size) / stride + 1, (w - size) / stride + 1), None)
                 }
-                (LayerSpec::Sigmoid | LayerSpec::Tanh | LayerSpec::Relu | LayerSpec::LeakyRelu { .. }, s) => (s, None),
+                (LayerSpec::Subsample { size }, Shape::Image(c, h, w)) => {
+                    if *size == 0 || h < *size || w < *size {
+                        return Err(fail(i, layer, format!("block {size} does not fit its {h}×{w} input")));
+                    }
+                    (Shape::Image(c, h / size, w / size), Some((vec![c], c)))
+                }
+                (LayerSpec::Rbf { bitmaps }, Shape::Flat(n)) => {
+                    let centres = bitmaps.centres().map_err(|p| fail(i, layer, p))?;
+                    if let Some((class, bad)) = centres.iter().enumerate().find(|(_, b)| b.len() != n) {
+                        return Err(fail(
+                            i,
+                            layer,
+                            format!("bitmap {class} has {} values, the layer's input has {n} features", bad.len()),
+                        ));
+                    }
+                    (Shape::Flat(centres.len()), None)
+                }
+                (LayerSpec::Rbf { .. }, Shape::Image(..)) => {
+                    return Err(fail(i, layer, format!("an RBF layer needs a flat input, got {shape}: add a flatten")))
+                }
+                (
+                    LayerSpec::Sigmoid
+                    | LayerSpec::Tanh
+                    | LayerSpec::ScaledTanh
+                    | LayerSpec::Relu
+                    | LayerSpec::LeakyRelu { .. },
+                    s,
+                ) => (s, None),
                 (LayerSpec::Flatten, s) => (Shape::Flat(s.numel()), None),
                 (LayerSpec::Linear { out_features }, Shape::Flat(n)) => {
                     if *out_features == 0 {
@@ -432,6 +650,25 @@ impl Spec {
             out.push(ResolvedLayer { spec: layer.clone(), input: shape, output, params });
             shape = output;
         }
+        let rbf_out = matches!(out.last().map(|l| &l.spec), Some(LayerSpec::Rbf { .. }));
+        if self.loss != Criterion::CrossEntropy && !rbf_out {
+            return Err(SpecError {
+                arch: self.name.clone(),
+                index: self.layers.len().saturating_sub(1),
+                layer: "loss".into(),
+                problem: format!("the {:?} criterion needs an RBF output layer", self.loss),
+            });
+        }
+        if let Criterion::Map { j } = self.loss {
+            if !j.is_finite() {
+                return Err(SpecError {
+                    arch: self.name.clone(),
+                    index: self.layers.len().saturating_sub(1),
+                    layer: "loss".into(),
+                    problem: format!("equation 9's j must be finite, got {j}"),
+                });
+            }
+        }
         match out.last().map(|l| l.output) {
             Some(Shape::Flat(10)) => Ok(out),
             other => Err(SpecError {
@@ -443,17 +680,76 @@ impl Spec {
         }
     }
 
-    /// A layer table like PyTorch's per-layer shape printout, with parameters.
+    /// A layer table like PyTorch's per-layer shape printout, with the trainable
+    /// parameters and connections of each layer (as the LeNet-5 paper counts them).
     pub fn summary(&self) -> Result<String, SpecError> {
         let layers = self.resolve()?;
         let mut s = format!("{} (input (1, 1, {n}, {n}))\n", self.name, n = self.input.size);
         let width = layers.iter().map(|l| l.torch_name().len()).max().unwrap_or(10).max(5);
-        s += &format!("{:<4}{:<width$}  {:<18}{:>10}\n", "#", "layer", "output shape", "params");
+        s += &format!("{:<4}{:<width$}  {:<18}{:>10}{:>13}\n", "#", "layer", "output shape", "params", "connections");
         for (i, l) in layers.iter().enumerate() {
-            s += &format!("{:<4}{:<width$}  {:<18}{:>10}\n", i, l.torch_name(), l.output.to_string(), l.param_count());
+            s += &format!(
+                "{:<4}{:<width$}  {:<18}{:>10}{:>13}\n",
+                i,
+                l.torch_name(),
+                l.output.to_string(),
+                l.trainable_count(),
+                l.connections()
+            );
         }
-        let total: usize = layers.iter().map(ResolvedLayer::param_count).sum();
-        s += &format!("total parameters: {total}");
+        let total: usize = layers.iter().map(ResolvedLayer::trainable_count).sum();
+        let connections: usize = layers.iter().map(ResolvedLayer::connections).sum();
+        s += &format!("total parameters: {total}\ntotal connections: {connections}");
+        if self.loss != Criterion::CrossEntropy {
+            s += &format!("\nloss: {:?}", self.loss);
+        }
         Ok(s)
     }
+}
+
+/// LeNet-5's C3 connections, Table I of the paper: which S2 maps each C3 map reads.
+/// Maps 0–5 take three neighbouring maps, 6–11 four neighbouring, 12–14 four
+/// non-neighbouring, 15 all six.
+pub fn c3_table() -> Vec<Vec<usize>> {
+    vec![
+        vec![0, 1, 2],
+        vec![1, 2, 3],
+        vec![2, 3, 4],
+        vec![3, 4, 5],
+        vec![0, 4, 5],
+        vec![0, 1, 5],
+        vec![0, 1, 2, 3],
+        vec![1, 2, 3, 4],
+        vec![2, 3, 4, 5],
+        vec![0, 3, 4, 5],
+        vec![0, 1, 4, 5],
+        vec![0, 1, 2, 5],
+        vec![0, 1, 3, 4],
+        vec![1, 2, 4, 5],
+        vec![0, 2, 3, 5],
+        vec![0, 1, 2, 3, 4, 5],
+    ]
+}
+
+/// A connection table fits a convolution of `out` maps over `inputs` maps: one
+/// list per output map, each naming existing input maps, none twice, none empty.
+fn check_table(table: &[Vec<usize>], out: usize, inputs: usize) -> Result<(), String> {
+    if table.len() != out {
+        return Err(format!("the connection table has {} rows for {out} output maps", table.len()));
+    }
+    for (o, row) in table.iter().enumerate() {
+        if row.is_empty() {
+            return Err(format!("output map {o} reads no input map"));
+        }
+        if let Some(&bad) = row.iter().find(|&&c| c >= inputs) {
+            return Err(format!("output map {o} reads input map {bad}, but the input has maps 0..{inputs}"));
+        }
+        let mut seen = row.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != row.len() {
+            return Err(format!("output map {o} names an input map twice: {row:?}"));
+        }
+    }
+    Ok(())
 }

@@ -5,10 +5,12 @@
 use lenet::layers::activation::{activation_backward, activation_forward};
 use lenet::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
 use lenet::layers::linear::{linear_backward, linear_forward};
-use lenet::layers::loss::softmax_xent;
+use lenet::layers::loss::{batch_loss, softmax_xent};
 use lenet::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
+use lenet::layers::rbf::{rbf_backward, rbf_forward};
+use lenet::layers::subsample::{subsample_backward, subsample_forward, SubsampleGeom};
 use lenet::layers::Par;
-use lenet::spec::Activation;
+use lenet::spec::{Activation, Criterion};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -248,7 +250,9 @@ fn pooling_matches_definition_and_finite_differences() {
 #[test]
 fn activations_match_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
-    for a in [Activation::Sigmoid, Activation::Tanh, Activation::Relu, Activation::LeakyRelu(0.1)] {
+    for a in
+        [Activation::Sigmoid, Activation::Tanh, Activation::ScaledTanh, Activation::Relu, Activation::LeakyRelu(0.1)]
+    {
         // Keep away from ReLU's kink, where the derivative is not defined.
         let mut x: Vec<f64> =
             randn(&mut rng, 50).into_iter().map(|v| if v.abs() < 0.01 { 0.5 } else { v * 3.0 }).collect();
@@ -259,6 +263,8 @@ fn activations_match_finite_differences() {
             .map(|&v| match a {
                 Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
                 Activation::Tanh => v.tanh(),
+                // Appendix A of the paper: f(a) = A·tanh(S·a), A = 1.7159, S = 2/3.
+                Activation::ScaledTanh => 1.7159 * (2.0 * v / 3.0).tanh(),
                 Activation::Relu => v.max(0.0),
                 Activation::LeakyRelu(s) => {
                     if v > 0.0 {
@@ -310,4 +316,116 @@ fn softmax_cross_entropy_matches_definition_and_finite_differences() {
     let big = vec![1000.0f64, 0.0, -1000.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
     let s = softmax_xent::<f64>(None, &big, &[0], None, 10);
     assert!(s.mean().abs() < 1e-12 && s.correct == 1);
+}
+
+#[test]
+fn trainable_subsampling_matches_definition_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    // 7×6 with blocks of 2: the last row is under no block.
+    for g in [SubsampleGeom { c: 3, h: 6, w: 6, size: 2 }, SubsampleGeom { c: 2, h: 7, w: 6, size: 2 }] {
+        let batch = 2;
+        let (mut x, mut coef, mut bias) =
+            (randn(&mut rng, batch * g.in_len()), randn(&mut rng, g.c), randn(&mut rng, g.c));
+        let mut out = vec![0.0; batch * g.out_len()];
+        subsample_forward(&mut out, &x, &coef, &bias, &g, batch);
+        let (oh, ow) = (g.oh(), g.ow());
+        for n in 0..batch {
+            for c in 0..g.c {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let at = |i: usize, j: usize| x[((n * g.c + c) * g.h + 2 * y + i) * g.w + 2 * xx + j];
+                        let want = coef[c] * (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) + bias[c];
+                        let got = out[((n * g.c + c) * oh + y) * ow + xx];
+                        assert!((got - want).abs() < 1e-12, "{g:?}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+        let r = randn(&mut rng, out.len());
+        let (mut dx, mut dcoef, mut dbias) = (vec![7.0; x.len()], vec![0.5; g.c], vec![0.25; g.c]);
+        subsample_backward(Some(&mut dx), &mut dcoef, &mut dbias, &r, &x, &coef, &g, batch);
+        // Parameter gradients accumulate (+=) onto what was there.
+        dcoef.iter_mut().for_each(|v| *v -= 0.5);
+        dbias.iter_mut().for_each(|v| *v -= 0.25);
+        let loss = |x: &[f64], coef: &[f64], bias: &[f64]| {
+            let mut out = vec![0.0; batch * g.out_len()];
+            subsample_forward(&mut out, x, coef, bias, &g, batch);
+            dot(&out, &r)
+        };
+        let (c0, b0) = (coef.clone(), bias.clone());
+        check("subsample dx", &mut x, &dx, &mut |x| loss(x, &c0, &b0));
+        let x0 = x.clone();
+        check("subsample dcoef", &mut coef, &dcoef, &mut |c| loss(&x0, c, &b0));
+        let c0 = coef.clone();
+        check("subsample dbias", &mut bias, &dbias, &mut |b| loss(&x0, &c0, b));
+    }
+}
+
+#[test]
+fn rbf_matches_definition_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (batch, k, n) = (3, 84, 10);
+    let mut x = randn(&mut rng, batch * k);
+    let centres: Vec<f64> = (0..n * k).map(|_| if rng.gen_bool(0.5) { 1.0 } else { -1.0 }).collect();
+    let mut out = vec![0.0; batch * n];
+    rbf_forward(&mut out, &x, &centres, batch, k, n);
+    for b in 0..batch {
+        for i in 0..n {
+            let y: f64 = (0..k).map(|j| (x[b * k + j] - centres[i * k + j]).powi(2)).sum();
+            assert!((out[b * n + i] + y).abs() < 1e-12, "the output is −y_i");
+        }
+    }
+    let r = randn(&mut rng, out.len());
+    let mut dx = vec![3.0; x.len()];
+    rbf_backward(&mut dx, &x, &centres, &r, batch, k, n);
+    check("rbf dx", &mut x, &dx, &mut |x| {
+        let mut out = vec![0.0; batch * n];
+        rbf_forward(&mut out, x, &centres, batch, k, n);
+        dot(&out, &r)
+    });
+}
+
+#[test]
+fn the_papers_criteria_match_their_equations_and_finite_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let (batch, classes) = (5, 10);
+    // RBF outputs z = −y with y ≥ 0 distances on the scale of trained ones.
+    let mut z: Vec<f64> = (0..batch * classes).map(|_| -rng.gen_range(0.0..30.0)).collect();
+    let labels: Vec<u8> = (0..batch).map(|i| (i * 7 % 10) as u8).collect();
+    let weights: Vec<f64> = (0..classes).map(|c| 0.5 + c as f64 * 0.1).collect();
+    for criterion in [Criterion::Map { j: 10.0 }, Criterion::Map { j: 0.1 }, Criterion::Mse] {
+        for w in [None, Some(weights.as_slice())] {
+            let mut dz = vec![0.0; z.len()];
+            let stats = batch_loss(criterion, Some(&mut dz), &z, &labels, w, classes);
+            let (mut num, mut den) = (0.0, 0.0);
+            for i in 0..batch {
+                let y: Vec<f64> = z[i * classes..(i + 1) * classes].iter().map(|v| -v).collect();
+                let c = labels[i] as usize;
+                let e = match criterion {
+                    // Equation 9: E = y_c + log(e^(−j) + Σ_i e^(−y_i)).
+                    Criterion::Map { j } => y[c] + ((-j as f64).exp() + y.iter().map(|v| (-v).exp()).sum::<f64>()).ln(),
+                    // Equation 8: E = y_c.
+                    Criterion::Mse => y[c],
+                    Criterion::CrossEntropy => unreachable!(),
+                };
+                let wy = w.map_or(1.0, |w| w[c]);
+                num += wy * e;
+                den += wy;
+            }
+            assert!((stats.mean() - num / den).abs() < 1e-9, "{criterion:?}: {} vs {}", stats.mean(), num / den);
+            check(&format!("{criterion:?}"), &mut z, &dz, &mut |z| {
+                batch_loss(criterion, None, z, &labels, w, classes).mean()
+            });
+        }
+    }
+    // The prediction is the nearest bitmap: the highest output −y.
+    let s = batch_loss::<f64>(
+        Criterion::Mse,
+        None,
+        &[-5.0, -1.0, -9.0, -3.0, -3.0, -3.0, -3.0, -3.0, -3.0, -3.0],
+        &[1],
+        None,
+        10,
+    );
+    assert_eq!(s.correct, 1);
 }

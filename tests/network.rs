@@ -4,7 +4,7 @@
 
 use lenet::engine::cpu::CpuEngine;
 use lenet::network::Network;
-use lenet::spec::{Activation, LenetOptions, Spec};
+use lenet::spec::{Activation, Criterion, LenetOptions, Spec};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -27,12 +27,22 @@ fn specs() -> Vec<Spec> {
         Spec::lenet("leaky", &LenetOptions { activation: Activation::LeakyRelu(0.1), ..LenetOptions::relu() });
     let tanh32 =
         Spec::lenet("tanh32", &LenetOptions { activation: Activation::Tanh, input_size: 32, ..LenetOptions::d2l() });
-    vec![Spec::preset("d2l").unwrap(), Spec::preset("relu").unwrap(), small_leaky, tanh32]
+    vec![Spec::preset("d2l").unwrap(), Spec::preset("relu").unwrap(), small_leaky, tanh32, Spec::lenet5()]
 }
 
 #[test]
 fn reference_chain_matches_finite_differences() {
-    let spec = Spec::preset("d2l").unwrap();
+    for spec in [Spec::preset("d2l").unwrap(), Spec::lenet5(), lenet5_with(Criterion::Mse)] {
+        reference_matches_finite_differences(&spec);
+    }
+}
+
+fn lenet5_with(loss: Criterion) -> Spec {
+    Spec { loss, ..Spec::lenet5() }
+}
+
+fn reference_matches_finite_differences(spec: &Spec) {
+    let spec = spec.clone();
     let (mut params, x, labels) = setup(&spec, 3, 11);
     let mut grads = vec![0.0; params.len()];
     reference(&spec, &params, &x, &labels, Some(&mut grads));
@@ -47,7 +57,12 @@ fn reference_chain_matches_finite_differences() {
         let down = reference(&spec, &params, &x, &labels, None).loss;
         params[i] = orig;
         let numeric = (up - down) / 2e-6;
-        assert!((numeric - grads[i]).abs() < 1e-7 + 1e-5 * numeric.abs(), "param {i}: {} vs {numeric}", grads[i]);
+        let name = &spec.name;
+        assert!(
+            (numeric - grads[i]).abs() < 1e-7 + 1e-5 * numeric.abs(),
+            "{name} param {i}: {} vs {numeric}",
+            grads[i]
+        );
     }
 }
 

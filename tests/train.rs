@@ -240,7 +240,7 @@ impl WithInput for Spec {
     fn clone_with_input(&self, n: usize) -> Spec {
         let mut s = self.clone();
         s.input.size = n;
-        s.layers[0] = lenet::spec::LayerSpec::Conv { out_channels: 6, kernel: 5, padding: 0, stride: 1 };
+        s.layers[0] = lenet::spec::LayerSpec::Conv { out_channels: 6, kernel: 5, padding: 0, stride: 1, table: None };
         s
     }
 }

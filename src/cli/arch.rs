@@ -9,7 +9,7 @@ use lenet::spec::{Activation, Fit, LenetOptions, Normalize, Pooling, Spec};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct ArchArgs {
-    /// A preset (d2l, relu) or a TOML file with a whole layer list.
+    /// A preset (d2l, relu, lenet5) or a TOML file with a whole layer list.
     #[arg(long, value_name = "PRESET|FILE")]
     pub arch: Option<String>,
     /// Activation everywhere: sigmoid, tanh, relu, leaky-relu[:slope].
@@ -76,6 +76,15 @@ impl ArchArgs {
                     name += "-nopad";
                 }
                 Spec::lenet(&name, &o)
+            }
+            "lenet5" => {
+                if self.has_overrides() {
+                    bail!(
+                        "--activation, --pool, --input, --fit and --no-pad apply to d2l and relu; lenet5 is the \
+                         paper's network (write a TOML architecture to vary it: `lenet summary --arch lenet5 --toml`)"
+                    );
+                }
+                Spec::lenet5()
             }
             file => {
                 let path = Path::new(file);

@@ -30,6 +30,9 @@ pub enum Command {
     Summary {
         #[command(flatten)]
         arch: arch::ArchArgs,
+        /// Print the architecture as a TOML file to edit (for --arch FILE) instead.
+        #[arg(long)]
+        toml: bool,
     },
     /// Train a LeNet (d2l's settings by default) and save the run.
     Train(Box<train::TrainArgs>),
@@ -52,8 +55,9 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Summary { arch } => {
-            println!("{}", arch.spec("d2l")?.summary()?);
+        Command::Summary { arch, toml } => {
+            let spec = arch.spec("d2l")?;
+            println!("{}", if toml { spec.to_toml() } else { spec.summary()? });
             Ok(())
         }
         Command::Train(args) => train::run(*args, cli.data_dir.as_deref()),

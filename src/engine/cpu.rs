@@ -12,11 +12,12 @@ use super::{Chain, Engine, Program};
 use crate::data::Images;
 use crate::input::{fit_images, pixel_affine};
 use crate::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
-use crate::layers::loss::{softmax_xent, LossStats};
+use crate::layers::loss::{batch_loss, LossStats};
 use crate::layers::pool::{pool_backward, pool_forward, PoolGeom};
-use crate::layers::{activation, linear, Par};
+use crate::layers::subsample::{subsample_backward, subsample_forward, SubsampleGeom};
+use crate::layers::{activation, linear, rbf, Par};
 use crate::optim::{clip_grad_norm, Optimizer};
-use crate::spec::{Activation, InputSpec};
+use crate::spec::{Activation, Criterion, InputSpec};
 
 pub struct CpuEngine {
     pub(crate) pool: std::sync::Arc<rayon::ThreadPool>,
@@ -70,7 +71,8 @@ impl Engine for CpuEngine {
     }
 
     fn program(&self, chain: &Chain) -> Box<dyn Program<Self>> {
-        if self.fused {
+        // LeNet-5's own layers run layer by layer (they have no tile kernels yet).
+        if self.fused && Tiled::supports(chain) {
             Box::new(Tiled::new(chain, self.threads))
         } else {
             Box::new(super::Layerwise::new(self, chain.clone()))
@@ -177,8 +179,9 @@ impl Engine for CpuEngine {
     ) {
         self.pool.install(|| linear::linear_backward(dinp, dw, db, dout, inp, w, batch, k, n, self.par()));
     }
-    fn softmax_xent(
+    fn loss(
         &self,
+        criterion: Criterion,
         batch: usize,
         classes: usize,
         logits: &[f32],
@@ -188,7 +191,51 @@ impl Engine for CpuEngine {
     ) -> LossStats {
         let labels: Vec<u8> = y[..batch].iter().map(|&v| v as u8).collect();
         let dlogits = dlogits.map(|d| &mut d[..batch * classes]);
-        softmax_xent(dlogits, &logits[..batch * classes], &labels, class_weights, classes)
+        batch_loss(criterion, dlogits, &logits[..batch * classes], &labels, class_weights, classes)
+    }
+    fn subsample_forward(
+        &self,
+        g: &SubsampleGeom,
+        batch: usize,
+        inp: &[f32],
+        coef: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+    ) {
+        subsample_forward(out, inp, coef, bias, g, batch);
+    }
+    fn subsample_backward(
+        &self,
+        g: &SubsampleGeom,
+        batch: usize,
+        inp: &[f32],
+        coef: &[f32],
+        dout: &[f32],
+        dcoef: &mut [f32],
+        dbias: &mut [f32],
+        dinp: Option<&mut [f32]>,
+    ) {
+        subsample_backward(dinp, dcoef, dbias, dout, inp, coef, g, batch);
+    }
+    fn rbf_forward(&self, batch: usize, k: usize, n: usize, inp: &[f32], centres: &[f32], out: &mut [f32]) {
+        rbf::rbf_forward(out, inp, centres, batch, k, n);
+    }
+    fn rbf_backward(
+        &self,
+        batch: usize,
+        k: usize,
+        n: usize,
+        inp: &[f32],
+        centres: &[f32],
+        dout: &[f32],
+        dinp: &mut [f32],
+    ) {
+        rbf::rbf_backward(dinp, inp, centres, dout, batch, k, n);
+    }
+    fn mask(&self, dst: &mut [f32], mask: &[f32]) {
+        for (d, &m) in dst.iter_mut().zip(mask) {
+            *d *= m;
+        }
     }
     fn clip_grad_norm(&self, grads: &mut [f32], max_norm: f32) -> f32 {
         clip_grad_norm(grads, max_norm)

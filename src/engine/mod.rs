@@ -22,18 +22,43 @@ use crate::data::Images;
 use crate::layers::conv::ConvGeom;
 use crate::layers::loss::LossStats;
 use crate::layers::pool::PoolGeom;
+use crate::layers::subsample::SubsampleGeom;
 use crate::optim::Optimizer;
-use crate::spec::{Activation, InputSpec};
+use crate::spec::{Activation, Criterion, InputSpec};
 
 /// What an engine runs for one layer, with its parameter ranges in the flat
 /// parameter buffer.
 #[derive(Clone, Debug, PartialEq)]
 pub enum LayerOp {
-    Conv { g: ConvGeom, w: Range<usize>, b: Range<usize> },
-    Pool { g: PoolGeom, channels: usize },
+    Conv {
+        g: ConvGeom,
+        w: Range<usize>,
+        b: Range<usize>,
+    },
+    Pool {
+        g: PoolGeom,
+        channels: usize,
+    },
     Act(Activation),
     Flatten,
-    Linear { k: usize, n: usize, w: Range<usize>, b: Range<usize> },
+    Linear {
+        k: usize,
+        n: usize,
+        w: Range<usize>,
+        b: Range<usize>,
+    },
+    /// Trainable subsampling: a coefficient (`w`) and a bias (`b`) per map.
+    Subsample {
+        g: SubsampleGeom,
+        w: Range<usize>,
+        b: Range<usize>,
+    },
+    /// RBF outputs −Σ_j (x_j − c_ij)² for fixed centres (N, K), row by row.
+    Rbf {
+        k: usize,
+        n: usize,
+        centres: Vec<f32>,
+    },
 }
 
 /// A network's layer chain as an engine runs it: the ops, with per-example input
@@ -45,6 +70,8 @@ pub struct Chain {
     pub input_size: usize,
     /// Values per example of each layer's output.
     pub out_numel: Vec<usize>,
+    /// The training criterion on the last layer's output.
+    pub criterion: Criterion,
 }
 
 impl Chain {
@@ -225,10 +252,12 @@ pub trait Engine: Sync + Sized + 'static {
         db: Self::ViewMut<'_>,
         dinp: Self::ViewMut<'_>,
     );
-    /// Mean softmax cross-entropy of logits (B, C) against labels y (B); writes
-    /// its gradient into `dlogits` when given.
-    fn softmax_xent(
+    /// The mean loss of outputs (B, C) against labels y (B) under `criterion`;
+    /// writes its gradient into `dlogits` when given.
+    #[allow(clippy::too_many_arguments)]
+    fn loss(
         &self,
+        criterion: Criterion,
         batch: usize,
         classes: usize,
         logits: Self::View<'_>,
@@ -236,6 +265,52 @@ pub trait Engine: Sync + Sized + 'static {
         class_weights: Option<Self::View<'_>>,
         dlogits: Option<Self::ViewMut<'_>>,
     ) -> LossStats;
+    /// out (B, C, H/s, W/s) = coef[c] · Σ_block inp (B, C, H, W) + bias[c].
+    fn subsample_forward(
+        &self,
+        g: &SubsampleGeom,
+        batch: usize,
+        inp: Self::View<'_>,
+        coef: Self::View<'_>,
+        bias: Self::View<'_>,
+        out: Self::ViewMut<'_>,
+    );
+    /// dcoef += ∂L/∂coef, dbias += ∂L/∂bias and, when given, dinp = ∂L/∂inp.
+    #[allow(clippy::too_many_arguments)]
+    fn subsample_backward(
+        &self,
+        g: &SubsampleGeom,
+        batch: usize,
+        inp: Self::View<'_>,
+        coef: Self::View<'_>,
+        dout: Self::View<'_>,
+        dcoef: Self::ViewMut<'_>,
+        dbias: Self::ViewMut<'_>,
+        dinp: Option<Self::ViewMut<'_>>,
+    );
+    /// out (B, N) = −Σ_j (inp (B, K) − centres (N, K))².
+    fn rbf_forward(
+        &self,
+        batch: usize,
+        k: usize,
+        n: usize,
+        inp: Self::View<'_>,
+        centres: Self::View<'_>,
+        out: Self::ViewMut<'_>,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn rbf_backward(
+        &self,
+        batch: usize,
+        k: usize,
+        n: usize,
+        inp: Self::View<'_>,
+        centres: Self::View<'_>,
+        dout: Self::View<'_>,
+        dinp: Self::ViewMut<'_>,
+    );
+    /// dst ·= mask, elementwise (a masked convolution's left-out weights).
+    fn mask(&self, dst: Self::ViewMut<'_>, mask: Self::View<'_>);
     /// Rescale gradients to a total L2 norm of at most `max_norm`; returns the norm before.
     fn clip_grad_norm(&self, grads: Self::ViewMut<'_>, max_norm: f32) -> f32;
     fn optimizer_step(&self, opt: &mut Optimizer, params: Self::ViewMut<'_>, grads: Self::View<'_>, lr: f64);
@@ -251,16 +326,31 @@ pub struct Layerwise<E: Engine> {
     dacts: Vec<E::Buf>,
     labels: E::Buf,
     capacity: usize,
+    /// Per op, its constants in the engine's memory (an RBF layer's centres).
+    consts: Vec<Option<E::Buf>>,
 }
 
 impl<E: Engine> Layerwise<E> {
     pub fn new(engine: &E, chain: Chain) -> Self {
         let n = chain.ops.len() + 1;
+        let consts = chain
+            .ops
+            .iter()
+            .map(|op| match op {
+                LayerOp::Rbf { centres, .. } => {
+                    let mut buf = engine.alloc(centres.len());
+                    engine.upload(&mut buf, centres);
+                    Some(buf)
+                }
+                _ => None,
+            })
+            .collect();
         Layerwise {
             acts: (0..n).map(|_| engine.alloc(0)).collect(),
             dacts: (0..n).map(|_| engine.alloc(0)).collect(),
             labels: engine.alloc(0),
             capacity: 0,
+            consts,
             chain,
         }
     }
@@ -301,6 +391,7 @@ impl<E: Engine> Program<E> for Layerwise<E> {
     fn forward(&mut self, e: &E, params: &E::Buf, batch: usize) {
         let p = |r: &Range<usize>| E::view(params, r.clone());
         for (i, op) in self.chain.ops.iter().enumerate() {
+            let consts = self.consts[i].as_ref();
             let (before, after) = self.acts.split_at_mut(i + 1);
             let in_len = batch * self.chain.in_numel(i);
             let out_len = batch * self.chain.out_numel[i];
@@ -311,6 +402,11 @@ impl<E: Engine> Program<E> for Layerwise<E> {
                 LayerOp::Act(a) => e.activation_forward(*a, inp, out),
                 LayerOp::Flatten => e.copy(inp, out),
                 LayerOp::Linear { k, n, w, b } => e.linear_forward(batch, *k, *n, inp, p(w), p(b), out),
+                LayerOp::Subsample { g, w, b } => e.subsample_forward(g, batch, inp, p(w), p(b), out),
+                LayerOp::Rbf { k, n, .. } => {
+                    let centres = E::view(consts.expect("an RBF op has its centres uploaded"), 0..k * n);
+                    e.rbf_forward(batch, *k, *n, inp, centres, out)
+                }
             }
         }
     }
@@ -322,7 +418,7 @@ impl<E: Engine> Program<E> for Layerwise<E> {
         let logits = E::view(&self.acts[last], 0..batch * classes);
         let y = E::view(&self.labels, 0..batch);
         let d = grad.then(|| E::view_mut(&mut self.dacts[last], 0..batch * classes));
-        e.softmax_xent(batch, classes, logits, y, class_weights, d)
+        e.loss(self.chain.criterion, batch, classes, logits, y, class_weights, d)
     }
 
     fn backward(&mut self, e: &E, params: &E::Buf, grads: &mut E::Buf, batch: usize) {
@@ -359,6 +455,16 @@ impl<E: Engine> Program<E> for Layerwise<E> {
                 LayerOp::Flatten => {
                     if let Some(dinp) = dinp {
                         e.copy(dout, dinp);
+                    }
+                }
+                LayerOp::Subsample { g, w, b } => {
+                    let (dw, db) = split_pair::<E>(grads, w, b);
+                    e.subsample_backward(g, batch, inp, p(w), dout, dw, db, dinp);
+                }
+                LayerOp::Rbf { k, n, .. } => {
+                    if let Some(dinp) = dinp {
+                        let centres = E::view(self.consts[i].as_ref().expect("RBF centres"), 0..k * n);
+                        e.rbf_backward(batch, *k, *n, inp, centres, dout, dinp);
                     }
                 }
             }

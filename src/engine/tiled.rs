@@ -30,7 +30,7 @@ use crate::layers::loss::{self, softmax_xent, LossStats};
 use crate::layers::pool::{self, PoolGeom};
 use crate::layers::tiles::{count, from_tiles, transpose_tile, Aligned};
 use crate::layers::{activation, dispatch, linear, Kernel, Lanes, L};
-use crate::spec::Activation;
+use crate::spec::{Activation, Criterion};
 
 /// One fused step: a layer, with the activation after it when fused.
 #[derive(Clone, Debug)]
@@ -164,7 +164,16 @@ fn tile_range(c: usize, per: usize, tiles: usize) -> std::ops::Range<usize> {
 }
 
 impl Tiled {
+    /// Whether this program runs `chain`: every op but LeNet-5's trainable
+    /// subsampling and RBF outputs, under the cross-entropy criterion.
+    pub fn supports(chain: &Chain) -> bool {
+        chain.criterion == Criterion::CrossEntropy
+            && chain.ops.iter().all(|op| !matches!(op, LayerOp::Subsample { .. } | LayerOp::Rbf { .. }))
+    }
+
+    /// The program of `chain`, which must be one it [`Self::supports`].
     pub fn new(chain: &Chain, threads: usize) -> Tiled {
+        assert!(Tiled::supports(chain), "the tiled program cannot run this chain: {:?}", chain.ops);
         let mut steps: Vec<Step> = Vec::new();
         let mut outs = Vec::with_capacity(chain.ops.len());
         let mut numels = vec![chain.in_numel(0)];
@@ -185,6 +194,7 @@ impl Tiled {
                 LayerOp::Linear { k, n, w, b } => Kind::Linear { k: *k, n: *n, w: w.clone(), b: b.clone(), act: fused },
                 LayerOp::Pool { g, channels } => Kind::Pool { g: *g, channels: *channels },
                 LayerOp::Act(a) => Kind::Act(*a),
+                LayerOp::Subsample { .. } | LayerOp::Rbf { .. } => unreachable!("refused by Tiled::supports"),
             };
             let has_act = matches!(kind, Kind::Conv { act: Some(_), .. } | Kind::Linear { act: Some(_), .. });
             let out_numel = chain.out_numel[if has_act { i + 1 } else { i }];

@@ -195,6 +195,8 @@ pub enum OnnxError {
     Spec(#[from] crate::spec::SpecError),
     #[error("{given} parameter values given, architecture '{arch}' has {needed}")]
     ParamCount { arch: String, given: usize, needed: usize },
+    #[error("architecture '{arch}', layer {index}: ONNX export of {layer} is not written yet")]
+    Unsupported { arch: String, index: usize, layer: String },
 }
 
 fn attr_ints(name: &str, ints: &[usize]) -> AttributeProto {
@@ -235,8 +237,8 @@ fn batch_dim() -> Dimension {
 }
 
 /// The node of one layer: its op type and attributes.
-fn layer_node(layer: &ResolvedLayer) -> (&'static str, Vec<AttributeProto>) {
-    match &layer.spec {
+fn layer_node(layer: &ResolvedLayer) -> Option<(&'static str, Vec<AttributeProto>)> {
+    Some(match &layer.spec {
         LayerSpec::Conv { kernel, padding, stride, .. } => (
             "Conv",
             vec![
@@ -257,7 +259,8 @@ fn layer_node(layer: &ResolvedLayer) -> (&'static str, Vec<AttributeProto>) {
         LayerSpec::LeakyRelu { slope } => ("LeakyRelu", vec![attr_float("alpha", *slope)]),
         LayerSpec::Flatten => ("Flatten", vec![attr_int("axis", 1)]),
         LayerSpec::Linear { .. } => ("Gemm", vec![attr_int("transB", 1)]),
-    }
+        LayerSpec::ScaledTanh | LayerSpec::Subsample { .. } | LayerSpec::Rbf { .. } => return None,
+    })
 }
 
 /// The ONNX model of architecture `spec` with parameters `params` (flat, in the
@@ -281,7 +284,11 @@ pub fn model(spec: &Spec, params: &[f32]) -> Result<ModelProto, OnnxError> {
     let mut node = Vec::with_capacity(layers.len());
     let mut x = INPUT_NAME.to_string();
     for (i, layer) in layers.iter().enumerate() {
-        let (op_type, attribute) = layer_node(layer);
+        let (op_type, attribute) = layer_node(layer).ok_or_else(|| OnnxError::Unsupported {
+            arch: spec.name.clone(),
+            index: i,
+            layer: layer.torch_name(),
+        })?;
         let mut input = vec![x];
         if layer.params.is_some() {
             input.extend([format!("{i}.weight"), format!("{i}.bias")]);
@@ -301,6 +308,7 @@ pub fn model(spec: &Spec, params: &[f32]) -> Result<ModelProto, OnnxError> {
     let scaling = match spec.input.normalize {
         crate::spec::Normalize::Unit => "pixel / 255".to_string(),
         crate::spec::Normalize::Standardize { mean, std } => format!("(pixel / 255 - {mean}) / {std}"),
+        crate::spec::Normalize::Range { low, high } => format!("{low} + pixel / 255 * ({high} - {low})"),
     };
     let doc = format!(
         "lenet architecture '{}': input (batch, 1, {s}, {s}) float32 = {scaling}, the image fitted to {s}x{s}; \

@@ -13,6 +13,12 @@ const PIECE: usize = 1 << 14;
 
 use super::lanes::splat_f64 as c;
 
+/// LeNet-5's squashing function A·tanh(S·x) (appendix A of the paper): A = 1.7159,
+/// S = 2/3, so that f(±1) = ±1, the second derivative is largest at ±1, and the gain
+/// near 0 is about 1.
+pub const SCALED_TANH_A: f64 = 1.7159;
+pub const SCALED_TANH_S: f64 = 2.0 / 3.0;
+
 /// f(x) for 16 lanes.
 #[inline(always)]
 pub(crate) fn f_lanes<V: Lanes>(a: Activation, x: V) -> V {
@@ -24,6 +30,11 @@ pub(crate) fn f_lanes<V: Lanes>(a: Activation, x: V) -> V {
         Activation::Sigmoid => x.sigmoid(),
         // 1 − 2/(e^{2x} + 1): exact limits ±1.
         Activation::Tanh => one.sub(c::<V>(2.0).mul(cap.min(x.add(x)).exp().add(one).recip())),
+        // A·tanh(S·x) = A − 2A/(e^{2S·x} + 1).
+        Activation::ScaledTanh => {
+            let a = c::<V>(SCALED_TANH_A);
+            a.sub(c::<V>(2.0 * SCALED_TANH_A).mul(cap.min(x.mul(c(2.0 * SCALED_TANH_S))).exp().add(one).recip()))
+        }
         Activation::Relu => x.gt_select(zero, x, zero),
         Activation::LeakyRelu(s) => x.gt_select(zero, x, x.mul(c(s as f64))),
     }
@@ -36,6 +47,10 @@ pub(crate) fn df_from_output<V: Lanes>(a: Activation, dy: V, y: V) -> V {
     match a {
         Activation::Sigmoid => dy.mul(y.mul(one.sub(y))),
         Activation::Tanh => dy.mul(one.sub(y.mul(y))),
+        // f' = A·S·(1 − tanh²) = (S/A)·(A² − y²).
+        Activation::ScaledTanh => {
+            dy.mul(c::<V>(SCALED_TANH_S / SCALED_TANH_A).mul(c::<V>(SCALED_TANH_A * SCALED_TANH_A).sub(y.mul(y))))
+        }
         Activation::Relu => y.gt_select(zero, dy, zero),
         Activation::LeakyRelu(s) => y.gt_select(zero, dy, dy.mul(c(s as f64))),
     }

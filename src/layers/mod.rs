@@ -33,7 +33,9 @@ mod lanes;
 pub mod linear;
 pub mod loss;
 pub mod pool;
+pub mod rbf;
 pub mod simd;
+pub mod subsample;
 pub mod tiles;
 
 use num_traits::Float;

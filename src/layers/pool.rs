@@ -161,6 +161,7 @@ pub(crate) fn backward_tile_io<V: Lanes>(
         Activation::Tanh => backward_tile_with::<V, _>(io, d, g, planes, Df::<1>(0.0)),
         Activation::Relu => backward_tile_with::<V, _>(io, d, g, planes, Df::<2>(0.0)),
         Activation::LeakyRelu(s) => backward_tile_with::<V, _>(io, d, g, planes, Df::<3>(s)),
+        Activation::ScaledTanh => backward_tile_with::<V, _>(io, d, g, planes, Df::<4>(0.0)),
     }
 }
 
@@ -189,7 +190,7 @@ impl Epilogue for NoAct {
 }
 
 /// The gradient times the derivative of activation A (0 sigmoid, 1 tanh, 2 ReLU,
-/// 3 leaky ReLU with the slope held) from its output, the pooling's input.
+/// 3 leaky ReLU with the slope held, 4 scaled tanh) from its output, the pooling's input.
 #[derive(Clone, Copy)]
 struct Df<const A: u8>(f32);
 
@@ -200,6 +201,7 @@ impl<const A: u8> Epilogue for Df<A> {
             0 => Activation::Sigmoid,
             1 => Activation::Tanh,
             2 => Activation::Relu,
+            4 => Activation::ScaledTanh,
             _ => Activation::LeakyRelu(self.0),
         };
         activation::df_from_output(a, d, V::load_ptr(inp))

@@ -6,10 +6,12 @@
 
 use lenet::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
 use lenet::layers::linear::{linear_backward, linear_forward};
-use lenet::layers::loss::softmax_xent;
+use lenet::layers::loss::batch_loss;
 use lenet::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
+use lenet::layers::rbf::{rbf_backward, rbf_forward};
+use lenet::layers::subsample::{subsample_backward, subsample_forward, SubsampleGeom};
 use lenet::layers::{activation, Par};
-use lenet::network::param_layout;
+use lenet::network::{param_layout, weight_masks};
 use lenet::spec::{Activation, LayerSpec, Shape, Spec};
 
 /// What the chain computed: the mean loss and every layer's output.
@@ -20,9 +22,18 @@ pub struct Chain {
 }
 
 /// The chain in f64: the loss, every layer's output and, with `grads`, every
-/// parameter's gradient (in the network's flat order).
+/// parameter's gradient (in the network's flat order). A masked convolution's
+/// left-out weights are taken as zero and get no gradient, as in the network.
 pub fn reference(spec: &Spec, params: &[f64], x: &[f64], labels: &[u8], grads: Option<&mut [f64]>) -> Chain {
     let layers = spec.resolve().unwrap();
+    let masks = weight_masks(&layers, &param_layout(&layers));
+    let mut masked = params.to_vec();
+    for (range, mask) in &masks {
+        for (p, &m) in masked[range.clone()].iter_mut().zip(mask) {
+            *p *= m as f64;
+        }
+    }
+    let params = &masked[..];
     let batch = labels.len();
     let par = Par::SERIAL;
     let mut acts = vec![x.to_vec()];
@@ -33,7 +44,7 @@ pub fn reference(spec: &Spec, params: &[f64], x: &[f64], labels: &[u8], grads: O
         off += l.param_count();
     }
     let conv_geom = |l: &lenet::spec::ResolvedLayer| match (&l.spec, l.input) {
-        (LayerSpec::Conv { out_channels, kernel, padding, stride }, Shape::Image(c, h, w)) => {
+        (LayerSpec::Conv { out_channels, kernel, padding, stride, .. }, Shape::Image(c, h, w)) => {
             ConvGeom { c, h, w, o: *out_channels, k: *kernel, pad: *padding, stride: *stride }
         }
         _ => unreachable!(),
@@ -47,9 +58,18 @@ pub fn reference(spec: &Spec, params: &[f64], x: &[f64], labels: &[u8], grads: O
         }
         _ => unreachable!(),
     };
+    let subsample_geom = |l: &lenet::spec::ResolvedLayer| match (&l.spec, l.input) {
+        (LayerSpec::Subsample { size }, Shape::Image(c, h, w)) => SubsampleGeom { c, h, w, size: *size },
+        _ => unreachable!(),
+    };
+    let centres = |s: &LayerSpec| match s {
+        LayerSpec::Rbf { bitmaps } => bitmaps.centres().unwrap().concat().iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        _ => unreachable!(),
+    };
     let act = |s: &LayerSpec| match s {
         LayerSpec::Sigmoid => Activation::Sigmoid,
         LayerSpec::Tanh => Activation::Tanh,
+        LayerSpec::ScaledTanh => Activation::ScaledTanh,
         LayerSpec::Relu => Activation::Relu,
         LayerSpec::LeakyRelu { slope } => Activation::LeakyRelu(*slope),
         _ => unreachable!(),
@@ -71,12 +91,20 @@ pub fn reference(spec: &Spec, params: &[f64], x: &[f64], labels: &[u8], grads: O
                 let (w, b) = p.split_at(k * out_features);
                 linear_forward(&mut out, inp, w, b, batch, k, *out_features, par);
             }
+            LayerSpec::Subsample { .. } => {
+                let g = subsample_geom(l);
+                subsample_forward(&mut out, inp, &p[..g.c], &p[g.c..], &g, batch);
+            }
+            LayerSpec::Rbf { .. } => {
+                let (k, n) = (l.input.numel(), l.output.numel());
+                rbf_forward(&mut out, inp, &centres(&l.spec), batch, k, n);
+            }
             s => activation::activation_forward(&mut out, inp, act(s)),
         }
         acts.push(out);
     }
     let mut dout = vec![0.0; batch * 10];
-    let loss = softmax_xent(Some(&mut dout), acts.last().unwrap(), labels, None, 10).mean();
+    let loss = batch_loss(spec.loss, Some(&mut dout), acts.last().unwrap(), labels, None, 10).mean();
     let Some(grads) = grads else { return Chain { loss, outputs: acts.split_off(1) } };
     for (i, l) in layers.iter().enumerate().rev() {
         let inp = &acts[i];
@@ -98,9 +126,23 @@ pub fn reference(spec: &Spec, params: &[f64], x: &[f64], labels: &[u8], grads: O
                 let (dw, db) = dp.split_at_mut(k * out_features);
                 linear_backward(&mut dinp, dw, db, &dout, inp, &p[..k * out_features], batch, k, *out_features, par);
             }
+            LayerSpec::Subsample { .. } => {
+                let g = subsample_geom(l);
+                let (dw, db) = dp.split_at_mut(g.c);
+                subsample_backward(Some(&mut dinp), dw, db, &dout, inp, &p[..g.c], &g, batch);
+            }
+            LayerSpec::Rbf { .. } => {
+                let (k, n) = (l.input.numel(), l.output.numel());
+                rbf_backward(&mut dinp, inp, &centres(&l.spec), &dout, batch, k, n);
+            }
             s => activation::activation_backward(&mut dinp, inp, &acts[i + 1], &dout, act(s)),
         }
         dout = dinp;
+    }
+    for (range, mask) in &masks {
+        for (g, &m) in grads[range.clone()].iter_mut().zip(mask) {
+            *g *= m as f64;
+        }
     }
     Chain { loss, outputs: acts.split_off(1) }
 }
