@@ -4,6 +4,7 @@
 pub mod atomic;
 pub mod bench;
 pub mod checkpoint;
+pub mod curvature;
 pub mod data;
 pub mod engine;
 pub mod eval;

@@ -343,6 +343,32 @@ impl<E: Engine> Network<E> {
         self.engine.optimizer_step(opt, E::view_mut(&mut self.params, 0..n), E::view(&self.grads, 0..n), lr);
     }
 
+    /// The examples at `indices` of a resident split as host values: x (B, 1, S, S),
+    /// scaled as the network sees them, and their labels.
+    pub fn gather_values(&self, examples: &E::Examples, indices: &[u32]) -> (Vec<f32>, Vec<u8>) {
+        let n = indices.len();
+        let s = self.spec.input.size;
+        let (mut x, mut y) = (self.engine.alloc(n * s * s), self.engine.alloc(n));
+        self.engine.gather(examples, indices, E::view_mut(&mut x, 0..n * s * s), E::view_mut(&mut y, 0..n));
+        let labels = self.engine.download(E::view(&y, 0..n)).into_iter().map(|v| v as u8).collect();
+        (self.engine.download(E::view(&x, 0..n * s * s)), labels)
+    }
+
+    /// SDLM's estimate of the Hessian's diagonal at the current parameters: the mean
+    /// over the examples at `indices` of the backpropagated Gauss–Newton second
+    /// derivatives ([`crate::curvature`]), on the host.
+    pub fn estimate_curvature(&self, examples: &E::Examples, indices: &[u32], threads: usize) -> Vec<f32> {
+        let (x, _) = self.gather_values(examples, indices);
+        let par = crate::layers::Par::new(threads);
+        let params = self.params();
+        let (layers, criterion) = (&self.layers, self.spec.loss);
+        let run = || crate::curvature::gauss_newton_diagonal(layers, criterion, &params, &x, indices.len(), par);
+        match self.engine.workers() {
+            Some(pool) => pool.install(run),
+            None => run(),
+        }
+    }
+
     /// Start (and reset) or stop timing the parts of the forward and backward passes.
     pub fn set_profiling(&mut self, on: bool) {
         self.program.set_profiling(on);

@@ -72,6 +72,28 @@ pub enum OptimizerKind {
         #[serde(default = "default_adamw_weight_decay")]
         weight_decay: f64,
     },
+    /// Stochastic diagonal Levenberg–Marquardt (LeCun et al. 1998, appendix C): each
+    /// parameter steps by `lr / (mu + h)` times its gradient, `h` being the Gauss–Newton
+    /// estimate of the Hessian's diagonal entry, averaged over `samples` training
+    /// patterns before each pass ([`crate::curvature`]).
+    Sdlm {
+        #[serde(default = "default_mu")]
+        mu: f64,
+        #[serde(default = "default_samples")]
+        samples: usize,
+    },
+}
+
+/// The paper's μ is 0.02. With its η of 0.0005 that caps the step of a weight of
+/// little curvature at 0.025 × its gradient, and lenet5 diverged here within 500
+/// patterns (the loss climbing to ~200, every unit saturated; the same as plain SGD
+/// at 0.025). μ = 0.2 caps it at 0.0025 and keeps the paper's η schedule; measured
+/// on MNIST's first 12,000 patterns it trains as well as μ = 0.02 with η ÷ 10.
+fn default_mu() -> f64 {
+    0.2
+}
+fn default_samples() -> usize {
+    500
 }
 
 fn default_beta1() -> f64 {
@@ -103,12 +125,28 @@ impl OptimizerKind {
         OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 }
     }
 
-    /// `"sgd"`, `"adam"` or `"adamw"`.
+    /// SDLM with the Hessian re-estimated on 500 patterns as in the paper, and μ = 0.2
+    /// (the paper's 0.02 diverges here: see `default_mu`).
+    pub fn sdlm() -> Self {
+        OptimizerKind::Sdlm { mu: default_mu(), samples: default_samples() }
+    }
+
+    /// `"sgd"`, `"adam"`, `"adamw"` or `"sdlm"`.
     pub fn name(&self) -> &'static str {
         match self {
             OptimizerKind::Sgd { .. } => "sgd",
             OptimizerKind::Adam { .. } => "adam",
             OptimizerKind::AdamW { .. } => "adamw",
+            OptimizerKind::Sdlm { .. } => "sdlm",
+        }
+    }
+
+    /// The patterns the Hessian's diagonal is estimated on before each pass (SDLM), or
+    /// None for optimizers that need no estimate.
+    pub fn curvature_samples(&self) -> Option<usize> {
+        match *self {
+            OptimizerKind::Sdlm { samples, .. } => Some(samples),
+            _ => None,
         }
     }
 
@@ -139,6 +177,14 @@ impl OptimizerKind {
                 }
                 check_nonneg("eps", eps)?;
                 check_nonneg("weight_decay", weight_decay)?;
+            }
+            OptimizerKind::Sdlm { mu, samples } => {
+                if !(mu.is_finite() && mu > 0.0) {
+                    return bad(format!("sdlm: mu must be finite and > 0, got {mu}"));
+                }
+                if !(1..=1 << 20).contains(&samples) {
+                    return bad(format!("sdlm: samples must be in 1..=1048576, got {samples}"));
+                }
             }
         }
         Ok(())
@@ -177,9 +223,10 @@ impl FromStr for OptimizerKind {
             "sgd" => OptimizerKind::sgd(),
             "adam" => OptimizerKind::adam(),
             "adamw" => OptimizerKind::adamw(),
+            "sdlm" => OptimizerKind::sdlm(),
             _ => {
                 return Err(OptimError::InvalidConfig(format!(
-                    "unknown optimizer {name:?}: expected sgd, adam or adamw (e.g. sgd:momentum=0.9)"
+                    "unknown optimizer {name:?}: expected sgd, adam, adamw or sdlm (e.g. sgd:momentum=0.9)"
                 )))
             }
         };
@@ -209,9 +256,18 @@ impl FromStr for OptimizerKind {
                 (OptimizerKind::Adam { beta1, .. } | OptimizerKind::AdamW { beta1, .. }, "beta1") => *beta1 = num()?,
                 (OptimizerKind::Adam { beta2, .. } | OptimizerKind::AdamW { beta2, .. }, "beta2") => *beta2 = num()?,
                 (OptimizerKind::Adam { eps, .. } | OptimizerKind::AdamW { eps, .. }, "eps") => *eps = num()?,
+                (OptimizerKind::Sdlm { mu, .. }, "mu") => *mu = num()?,
+                (OptimizerKind::Sdlm { samples, .. }, "samples") => {
+                    let v = num()?;
+                    if v.fract() != 0.0 || v < 0.0 {
+                        return Err(OptimError::InvalidConfig(format!("sdlm: samples={v} is not a whole number")));
+                    }
+                    *samples = v as usize;
+                }
                 _ => {
                     let known = match kind {
                         OptimizerKind::Sgd { .. } => "momentum, nesterov, wd",
+                        OptimizerKind::Sdlm { .. } => "mu, samples",
                         _ => "beta1, beta2, eps, wd",
                     };
                     return Err(OptimError::InvalidConfig(format!(
@@ -236,6 +292,7 @@ impl fmt::Display for OptimizerKind {
             | OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => {
                 write!(f, "{}:beta1={beta1},beta2={beta2},eps={eps},wd={weight_decay}", self.name())
             }
+            OptimizerKind::Sdlm { mu, samples } => write!(f, "sdlm:mu={mu},samples={samples}"),
         }
     }
 }
@@ -257,6 +314,8 @@ pub const MOMENTUM_BUFFER_NAME: &str = "optim.momentum_buffer";
 pub const EXP_AVG_NAME: &str = "optim.exp_avg";
 /// Name of Adam's second moment (PyTorch: `state[p]["exp_avg_sq"]`).
 pub const EXP_AVG_SQ_NAME: &str = "optim.exp_avg_sq";
+/// Name of SDLM's estimate of the Hessian's diagonal.
+pub const HESSIAN_DIAG_NAME: &str = "optim.hessian_diag";
 
 /// A named state tensor: name, shape, values (row-major).
 pub type StateTensor = (String, Vec<usize>, Vec<f32>);
@@ -269,9 +328,10 @@ pub struct Optimizer {
     /// Number of steps taken (PyTorch's `state["step"]`).
     step: u64,
     /// SGD: the momentum buffer (empty when momentum is 0; meaningful after the first
-    /// step, as PyTorch creates it then). Adam/AdamW: `exp_avg`.
+    /// step, as PyTorch creates it then). Adam/AdamW: `exp_avg`. SDLM: the estimate
+    /// of the Hessian's diagonal.
     buf1: Vec<f32>,
-    /// Adam/AdamW: `exp_avg_sq`; empty for SGD.
+    /// Adam/AdamW: `exp_avg_sq`; empty for SGD and SDLM.
     buf2: Vec<f32>,
 }
 
@@ -282,6 +342,7 @@ impl Optimizer {
         let (n1, n2) = match kind {
             OptimizerKind::Sgd { momentum, .. } => (if momentum != 0.0 { len } else { 0 }, 0),
             OptimizerKind::Adam { .. } | OptimizerKind::AdamW { .. } => (len, len),
+            OptimizerKind::Sdlm { .. } => (len, 0),
         };
         Ok(Self { kind, len, step: 0, buf1: vec![0.0; n1], buf2: vec![0.0; n2] })
     }
@@ -302,6 +363,15 @@ impl Optimizer {
     /// Steps taken so far (restored by [`Optimizer::load_state`]).
     pub fn step_count(&self) -> u64 {
         self.step
+    }
+
+    /// SDLM: the estimate of the Hessian's diagonal the next steps use.
+    ///
+    /// Panics for another optimizer, or `h` of another length (programming errors).
+    pub fn set_curvature(&mut self, h: &[f32]) {
+        assert!(matches!(self.kind, OptimizerKind::Sdlm { .. }), "{} takes no curvature", self.kind.name());
+        assert_eq!(h.len(), self.len, "curvature of {} values for {} parameters", h.len(), self.len);
+        self.buf1.copy_from_slice(h);
     }
 
     /// One update of `params` from `grads` at learning rate `lr`.
@@ -328,6 +398,7 @@ impl Optimizer {
                 let decay = if weight_decay != 0.0 { (1.0 - lr * weight_decay) as f32 } else { 1.0 };
                 adam(params, grads, &mut self.buf1, &mut self.buf2, &h, 0.0, decay)
             }
+            OptimizerKind::Sdlm { mu, .. } => sdlm(params, grads, &self.buf1, lr as f32, mu as f32),
         }
     }
 
@@ -381,11 +452,12 @@ impl Optimizer {
         for (name, _, _) in tensors {
             if name != STEP_NAME && !expected.contains(&name.as_str()) {
                 let why = match name.as_str() {
-                    MOMENTUM_BUFFER_NAME | EXP_AVG_NAME | EXP_AVG_SQ_NAME if step == 0 => {
+                    MOMENTUM_BUFFER_NAME | EXP_AVG_NAME | EXP_AVG_SQ_NAME | HESSIAN_DIAG_NAME if step == 0 => {
                         "at step 0 there is no state beyond the step count".to_string()
                     }
                     MOMENTUM_BUFFER_NAME => "it is state of sgd with momentum".to_string(),
                     EXP_AVG_NAME | EXP_AVG_SQ_NAME => "it is state of adam or adamw".to_string(),
+                    HESSIAN_DIAG_NAME => "it is state of sdlm".to_string(),
                     _ => "it is not optimizer state".to_string(),
                 };
                 return err(format!("tensor {name} does not belong to optimizer {describe}: {why}"));
@@ -429,6 +501,7 @@ impl Optimizer {
             OptimizerKind::Sgd { momentum, .. } if momentum != 0.0 => &[MOMENTUM_BUFFER_NAME],
             OptimizerKind::Sgd { .. } => &[],
             OptimizerKind::Adam { .. } | OptimizerKind::AdamW { .. } => &[EXP_AVG_NAME, EXP_AVG_SQ_NAME],
+            OptimizerKind::Sdlm { .. } => &[HESSIAN_DIAG_NAME],
         }
     }
 }
@@ -585,6 +658,14 @@ fn adam_kernel<const L2: bool, const DECAY: bool, const SMALL: bool>(
         *vi = v_;
         let denom = v_.sqrt() / h.bc2_sqrt + h.eps;
         *pi = p_ + h.neg_step_size * m_ / denom; // param.addcdiv_(m, denom, value=-step_size)
+    }
+}
+
+/// SDLM update (appendix C of the paper): `p = p − lr / (mu + h) · g`, each parameter
+/// with its own step size from its curvature estimate `h` (≥ 0).
+fn sdlm(p: &mut [f32], g: &[f32], h: &[f32], lr: f32, mu: f32) {
+    for ((pi, &gi), &hi) in p.iter_mut().zip(g).zip(h) {
+        *pi -= lr / (mu + hi) * gi;
     }
 }
 

@@ -12,6 +12,9 @@
 //! cosine[:T_MAX[:ETA_MIN]]  cosine from the base rate down to ETA_MIN (default 0) over
 //!                           T_MAX epochs; T_MAX left out or 0 means the whole run:
 //!                           cosine, cosine:10, cosine:10:1e-4
+//! lenet5                    LeNet-5's passes (appendix C of the paper): the base rate
+//!                           (0.0005 there) for 2 passes, 0.4× for 3, 0.2× for 3, 0.1×
+//!                           for 4, then 0.02×
 //! ```
 
 use std::fmt;
@@ -51,7 +54,14 @@ pub enum LrSchedule {
         #[serde(default)]
         eta_min: f64,
     },
+    /// LeCun et al. 1998, appendix C: η = 0.0005 for the first 2 passes, 0.0002 for the
+    /// next 3, 0.0001 for the next 3, 0.00005 for the next 4, then 0.00001; as
+    /// multiples of the base rate, so that the paper's base of 0.0005 gives exactly those.
+    Lenet5,
 }
+
+/// (first epoch, multiple of the base rate) of [`LrSchedule::Lenet5`].
+const LENET5_STEPS: [(usize, f64); 5] = [(0, 1.0), (2, 0.4), (5, 0.2), (8, 0.1), (12, 0.02)];
 
 fn default_gamma() -> f64 {
     0.1
@@ -70,7 +80,7 @@ impl LrSchedule {
     /// Checks what PyTorch would divide by or what would make no sense.
     pub fn validate(&self) -> Result<(), ScheduleError> {
         match *self {
-            LrSchedule::Constant => Ok(()),
+            LrSchedule::Constant | LrSchedule::Lenet5 => Ok(()),
             LrSchedule::Step { step_size, gamma } => {
                 if step_size == 0 {
                     return Err(ScheduleError("step: step_size must be at least 1 epoch".into()));
@@ -102,6 +112,10 @@ impl LrSchedule {
     pub fn lr_at(&self, base_lr: f64, epoch: usize) -> f64 {
         match *self {
             LrSchedule::Constant => base_lr,
+            LrSchedule::Lenet5 => {
+                let factor = LENET5_STEPS.iter().rev().find(|(from, _)| epoch >= *from).map_or(1.0, |s| s.1);
+                base_lr * factor
+            }
             LrSchedule::Step { step_size, gamma } => {
                 assert!(step_size > 0, "step schedule with step_size 0");
                 let mut lr = base_lr;
@@ -142,10 +156,11 @@ impl FromStr for LrSchedule {
 
     fn from_str(s: &str) -> Result<Self, ScheduleError> {
         let parts: Vec<&str> = s.trim().split(':').map(str::trim).collect();
-        let usage = "expected constant, step:STEP_SIZE[:GAMMA] or cosine[:T_MAX[:ETA_MIN]]";
+        let usage = "expected constant, step:STEP_SIZE[:GAMMA], cosine[:T_MAX[:ETA_MIN]] or lenet5";
         let bad = |what: &str, v: &str| ScheduleError(format!("{s:?}: {what} {v:?} is not a number ({usage})"));
         let sched = match (parts[0].to_ascii_lowercase().as_str(), &parts[1..]) {
             ("constant", []) => LrSchedule::Constant,
+            ("lenet5", []) => LrSchedule::Lenet5,
             ("step", [size, rest @ ..]) if rest.len() <= 1 => {
                 let step_size = size.parse().map_err(|_| bad("step size", size))?;
                 let gamma = match rest {
@@ -177,6 +192,7 @@ impl fmt::Display for LrSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             LrSchedule::Constant => write!(f, "constant"),
+            LrSchedule::Lenet5 => write!(f, "lenet5"),
             LrSchedule::Step { step_size, gamma } => write!(f, "step:{step_size}:{gamma}"),
             LrSchedule::Cosine { t_max, eta_min } => write!(f, "cosine:{t_max}:{eta_min}"),
         }

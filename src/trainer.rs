@@ -321,6 +321,7 @@ where
     /// Train one more epoch, then evaluate.
     pub fn train_epoch(&mut self, obs: &mut dyn Observer) -> Result<EpochMetrics> {
         let started = Instant::now();
+        let mut train_secs_before = 0.0;
         let epoch = self.epochs_done() + 1;
         if let (Some(aug), Some(source)) = (&self.config.augment, &self.train_source) {
             // A pure function of (seed, epoch, example), so a resumed run draws the same.
@@ -329,10 +330,18 @@ where
         }
         let lr = self.config.schedule.resolved(self.config.epochs).lr_at(self.config.lr, epoch - 1);
         let order = self.epoch_order(epoch);
+        if let Some(samples) = self.config.optimizer.curvature_samples() {
+            // SDLM: the Hessian's diagonal re-estimated before each pass, on the pass's
+            // first patterns (appendix C of the paper: 500 of them).
+            let t = Instant::now();
+            let h = self.net.estimate_curvature(&self.train, &order[..samples.min(order.len())], self.config.threads);
+            self.opt.set_curvature(&h);
+            train_secs_before = t.elapsed().as_secs_f64();
+        }
         let batches = order.len().div_ceil(self.config.batch);
         obs.epoch_start(epoch, self.config.epochs, batches);
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
-        let mut train_secs = 0.0;
+        let mut train_secs = train_secs_before;
         let mut points = Vec::with_capacity(CURVE_POINTS_PER_EPOCH + 1);
         for (b, idx) in order.chunks(self.config.batch).enumerate() {
             let t = Instant::now();

@@ -610,3 +610,45 @@ proptest! {
         check_resume(all_kinds()[kind_index], 37, split, 6, seed);
     }
 }
+
+#[test]
+fn one_sdlm_step_matches_a_hand_computed_one() {
+    // p − η/(μ + h)·g per parameter (appendix C of the paper), here by hand:
+    // 0.5 − 0.001/(0.02 + 0)·0.3 = 0.485; −1 − 0.001/(0.02 + 0.98)·(−2) = −0.998;
+    // 2 − 0.001/(0.02 + 0.18)·0.5 = 1.9975.
+    let paper = OptimizerKind::Sdlm { mu: 0.02, samples: 500 };
+    let mut opt = Optimizer::new(paper, 3).unwrap();
+    let mut p = vec![0.5f32, -1.0, 2.0];
+    opt.set_curvature(&[0.0, 0.98, 0.18]);
+    opt.step(&mut p, &[0.3, -2.0, 0.5], 0.001);
+    assert_close(&p, &[0.485, -0.998, 1.9975], 1e-6, "sdlm step");
+    // The curvature is state: saved and loaded with the step count.
+    let state = opt.state_tensors();
+    assert!(state.iter().any(|(n, s, v)| n == "optim.hessian_diag" && s == &[3] && v == &[0.0, 0.98, 0.18]));
+    let mut other = Optimizer::new(paper, 3).unwrap();
+    other.load_state(&state).unwrap();
+    assert_eq!(other.state_tensors(), state);
+    let err = Optimizer::new(OptimizerKind::adam(), 3).unwrap().load_state(&state).unwrap_err().to_string();
+    assert!(err.contains("it is state of sdlm"), "{err}");
+    // Settings parse, print back and are checked.
+    let kind: OptimizerKind = "sdlm:mu=0.05,samples=100".parse().unwrap();
+    assert_eq!(kind, OptimizerKind::Sdlm { mu: 0.05, samples: 100 });
+    assert_eq!(kind.to_string().parse::<OptimizerKind>().unwrap(), kind);
+    assert!("sdlm:mu=0".parse::<OptimizerKind>().is_err());
+    assert!("sdlm:samples=0".parse::<OptimizerKind>().is_err());
+    assert!("sdlm:momentum=0.9".parse::<OptimizerKind>().is_err());
+}
+
+#[test]
+fn the_lenet5_schedule_is_the_papers_eta_per_pass() {
+    let s: lenet::schedule::LrSchedule = "lenet5".parse().unwrap();
+    let etas: Vec<f64> = (0..20).map(|e| s.lr_at(0.0005, e)).collect();
+    let want = [
+        5e-4, 5e-4, 2e-4, 2e-4, 2e-4, 1e-4, 1e-4, 1e-4, 5e-5, 5e-5, 5e-5, 5e-5, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5, 1e-5,
+        1e-5, 1e-5,
+    ];
+    for (e, (got, want)) in etas.iter().zip(want).enumerate() {
+        assert!((got - want).abs() < 1e-12, "pass {}: η {got}, the paper's {want}", e + 1);
+    }
+    assert_eq!(s.to_string(), "lenet5");
+}

@@ -354,3 +354,37 @@ fn divergence_keeps_the_last_good_checkpoint() {
     let ck = checkpoint::load(&run.last(), None).unwrap();
     assert!(ck.params.iter().all(|v| v.is_finite()) && ck.meta.epoch == 1);
 }
+
+/// LeNet-5 trained as the paper did, one pattern per update with SDLM, learns the toy
+/// problem, and a run resumed after its first pass (the curvature re-estimated then,
+/// from the same patterns) ends with the uninterrupted run's bits.
+#[test]
+fn lenet5_with_sdlm_learns_and_resumes_exactly() {
+    let cfg = TrainConfig {
+        arch: Spec::lenet5(),
+        optimizer: OptimizerKind::sdlm(),
+        schedule: "lenet5".parse().unwrap(),
+        lr: 5e-4,
+        batch: 1,
+        init: lenet::init::Init::LeCun,
+        ..config("relu", 3)
+    };
+    let mut full = trainer(cfg.clone());
+    for _ in 0..3 {
+        full.train_epoch(&mut Silent).unwrap();
+    }
+    let h = &full.history;
+    assert!(h[2].train_loss < h[0].train_loss, "{h:?}");
+    assert!(h[2].test_acc > 0.9, "test acc {}", h[2].test_acc);
+    let mut first = trainer(cfg);
+    first.train_epoch(&mut Silent).unwrap();
+    let ck = first.checkpoint();
+    let mut resumed =
+        Trainer::resume(CpuEngine::new(2).unwrap(), &ck, &toy_split(640, 1), &toy_split(200, 2), None).unwrap();
+    while !resumed.is_finished() {
+        resumed.train_epoch(&mut Silent).unwrap();
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&full.net.params()) == bits(&resumed.net.params()), "the resumed run differs");
+    assert_eq!(full.opt.state_tensors(), resumed.opt.state_tensors());
+}

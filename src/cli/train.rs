@@ -29,17 +29,21 @@ pub struct TrainArgs {
     pub arch: ArchArgs,
     #[arg(long, default_value = "fashion-mnist")]
     pub dataset: DatasetKind,
-    /// Epochs to train (default 10; with --resume, the checkpoint's, or this to extend it).
+    /// Epochs to train (default 10, lenet5 20; with --resume, the checkpoint's, or this
+    /// to extend it).
     #[arg(long)]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 256)]
-    pub batch: usize,
-    /// Learning rate (default: 0.9 for sgd, as d2l; 0.001 for adam and adamw).
+    /// Examples per update (default 256, lenet5 1: one pattern per update, as the paper).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Learning rate (default: 0.9 for sgd, as d2l; 0.001 for adam and adamw; 0.0005 for
+    /// sdlm, the paper's η of the first passes).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// sgd, adam or adamw, optionally with settings: sgd:momentum=0.9,nesterov,weight_decay=5e-4.
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: OptimizerKind,
+    /// sgd, adam, adamw or sdlm, optionally with settings: sgd:momentum=0.9,nesterov,wd=5e-4,
+    /// sdlm:mu=0.2,samples=500 (default sgd; lenet5: sdlm).
+    #[arg(long)]
+    pub optimizer: Option<OptimizerKind>,
     /// SGD momentum (shortcut for sgd:momentum=M).
     #[arg(long)]
     pub momentum: Option<f64>,
@@ -49,16 +53,17 @@ pub struct TrainArgs {
     /// Weight decay (L2 for sgd and adam; decoupled for adamw).
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Learning-rate schedule: constant, step:STEP_SIZE:GAMMA, cosine[:T_MAX[:ETA_MIN]].
-    #[arg(long, default_value = "constant")]
-    pub schedule: LrSchedule,
+    /// Learning-rate schedule: constant, step:STEP_SIZE:GAMMA, cosine[:T_MAX[:ETA_MIN]], or
+    /// lenet5 (the paper's η per pass; lenet5's default).
+    #[arg(long)]
+    pub schedule: Option<LrSchedule>,
     /// Clip the gradients' total L2 norm to this value.
     #[arg(long, value_name = "MAX_NORM")]
     pub clip_grad_norm: Option<f32>,
-    /// Initialisation: xavier (d2l), pytorch, lecun; or a checkpoint / PyTorch
-    /// safetensors file to start from (fine-tuning).
-    #[arg(long, default_value = "xavier", value_name = "SCHEME|FILE")]
-    pub init: String,
+    /// Initialisation: xavier (d2l's, the default), pytorch, lecun (lenet5's); or a
+    /// checkpoint / PyTorch safetensors file to start from (fine-tuning).
+    #[arg(long, value_name = "SCHEME|FILE")]
+    pub init: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// CPU threads (0: all cores). The same seed and thread count give identical results.
@@ -87,9 +92,49 @@ pub struct TrainArgs {
     pub live: bool,
 }
 
+/// What `lenet train --arch X` runs when no option says otherwise: d2l's chapter for
+/// the LeNet family, the paper's recipe for lenet5 (SDLM at one pattern per update,
+/// its η schedule, 20 passes, LeCun's initialisation).
+struct Recipe {
+    optimizer: OptimizerKind,
+    batch: usize,
+    epochs: usize,
+    schedule: LrSchedule,
+    init: &'static str,
+}
+
+impl Recipe {
+    fn of(spec: &lenet::spec::Spec) -> Recipe {
+        if spec.name == "lenet5" {
+            Recipe {
+                optimizer: OptimizerKind::sdlm(),
+                batch: 1,
+                epochs: 20,
+                schedule: LrSchedule::Lenet5,
+                init: "lecun",
+            }
+        } else {
+            Recipe {
+                optimizer: OptimizerKind::sgd(),
+                batch: 256,
+                epochs: 10,
+                schedule: LrSchedule::Constant,
+                init: "xavier",
+            }
+        }
+    }
+}
+
 impl TrainArgs {
+    /// The --init setting, or the architecture's default.
+    fn init_setting(&self, spec: &lenet::spec::Spec) -> String {
+        self.init.clone().unwrap_or_else(|| Recipe::of(spec).init.to_string())
+    }
+
     fn config(&self, threads: usize) -> Result<TrainConfig> {
-        let mut optimizer = self.optimizer;
+        let arch = self.arch.spec("d2l")?;
+        let recipe = Recipe::of(&arch);
+        let mut optimizer = self.optimizer.unwrap_or(recipe.optimizer);
         match &mut optimizer {
             OptimizerKind::Sgd { momentum, nesterov, weight_decay } => {
                 if let Some(m) = self.momentum {
@@ -108,17 +153,26 @@ impl TrainArgs {
                     *weight_decay = w;
                 }
             }
+            OptimizerKind::Sdlm { .. } => {
+                if self.momentum.is_some() || self.nesterov || self.weight_decay.is_some() {
+                    bail!("--momentum, --nesterov and --weight-decay do not apply to sdlm");
+                }
+            }
         }
-        let lr = self.lr.unwrap_or(if matches!(optimizer, OptimizerKind::Sgd { .. }) { 0.9 } else { 1e-3 });
-        let init = self.init.parse::<Init>().unwrap_or(Init::Xavier);
+        let lr = self.lr.unwrap_or(match optimizer {
+            OptimizerKind::Sgd { .. } => 0.9,
+            OptimizerKind::Sdlm { .. } => 5e-4,
+            _ => 1e-3,
+        });
+        let init = self.init_setting(&arch).parse::<Init>().unwrap_or(Init::Xavier);
         Ok(TrainConfig {
-            arch: self.arch.spec("d2l")?,
+            arch,
             dataset: self.dataset,
-            epochs: self.epochs.unwrap_or(10),
-            batch: self.batch,
+            epochs: self.epochs.unwrap_or(recipe.epochs),
+            batch: self.batch.unwrap_or(recipe.batch),
             lr,
             optimizer,
-            schedule: self.schedule,
+            schedule: self.schedule.unwrap_or(recipe.schedule),
             init,
             seed: self.seed,
             threads,
@@ -296,12 +350,13 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         engine = CpuEngine::new(args.threads)?;
         let config = args.config(engine.threads())?;
         config.validate()?;
-        let initial = match args.init.parse::<Init>() {
+        let init = args.init_setting(&config.arch);
+        let initial = match init.parse::<Init>() {
             Ok(_) => None,
             Err(_) => {
-                let path = PathBuf::from(&args.init);
+                let path = PathBuf::from(&init);
                 if !path.is_file() {
-                    bail!("--init {}: not an init scheme (xavier, pytorch, lecun) and no such file", args.init);
+                    bail!("--init {init}: not an init scheme (xavier, pytorch, lecun) and no such file");
                 }
                 let ck = checkpoint::load(&path, Some(&config.arch))?;
                 println!("starting from the weights of {}", path.display());

@@ -65,6 +65,40 @@ pub fn rbf_backward<T: Real>(dinp: &mut [T], inp: &[T], centres: &[T], dout: &[T
     }
 }
 
+/// The exact second derivative of LeNet-5's criteria with respect to each input x_j
+/// of the RBF layer, for one pattern (the curvature SDLM starts its backward pass
+/// from; it does not depend on the label). With g_ij = ∂y_i/∂x_j = 2(x_j − c_ij):
+/// - equation 8, E = y_label: ∂²E/∂x_j² = 2;
+/// - equation 9, E = y_label + log(e^(−j) + Σ_i e^(−y_i)), with p_i = e^(−y_i)/(e^(−j) +
+///   Σ_k e^(−y_k)) and p_r = 1 − Σ_i p_i the rubbish class's share:
+///   ∂²E/∂x_j² = 2·p_r + Σ_i p_i g_ij² − (Σ_i p_i g_ij)², never negative.
+pub fn criterion_curvature<T: Real>(h: &mut [T], x: &[T], centres: &[T], j: Option<T>) {
+    let (k, n) = (x.len(), centres.len() / x.len());
+    let two = T::one() + T::one();
+    let Some(j) = j else {
+        h.fill(two);
+        return;
+    };
+    let y: Vec<T> = (0..n).map(|i| x.iter().zip(&centres[i * k..]).map(|(&a, &c)| (a - c) * (a - c)).sum()).collect();
+    // Softmax of (−y_i, −j), shifted by the largest for stability.
+    let top = y.iter().fold(-j, |m, &v| m.max(-v));
+    let rubbish = (-j - top).exp();
+    let e: Vec<T> = y.iter().map(|&v| (-v - top).exp()).collect();
+    let total = rubbish + e.iter().copied().sum::<T>();
+    let p: Vec<T> = e.iter().map(|&v| v / total).collect();
+    let p_r = rubbish / total;
+    // The label's term contributes 2 and the log's −2·Σ_i p_i: together 2·p_r.
+    for (jx, hj) in h.iter_mut().enumerate() {
+        let (mut mean, mut mean_sq) = (T::zero(), T::zero());
+        for (i, &pi) in p.iter().enumerate() {
+            let g = two * (x[jx] - centres[i * k + jx]);
+            mean += pi * g;
+            mean_sq += pi * g * g;
+        }
+        *hj = two * p_r + mean_sq - mean * mean;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,3 +99,37 @@ pub fn subsample_backward<T: Real>(
         }
     }
 }
+
+/// The Gauss–Newton second derivatives (appendix C of the paper) through the layer:
+/// hcoef[c] += Σ d2out · (block sum)², hbias[c] += Σ d2out and, when given,
+/// d2inp = coef[c]² · d2out of the block's output.
+#[allow(clippy::too_many_arguments)]
+pub fn subsample_curvature<T: Real>(
+    d2inp: Option<&mut [T]>,
+    hcoef: &mut [T],
+    hbias: &mut [T],
+    d2out: &[T],
+    inp: &[T],
+    coef: &[T],
+    g: &SubsampleGeom,
+    batch: usize,
+) {
+    let (hw, ohw) = (g.h * g.w, g.oh() * g.ow());
+    for p in 0..batch * g.c {
+        let ch = p % g.c;
+        let plane = &inp[p * hw..(p + 1) * hw];
+        for y in 0..g.oh() {
+            for x in 0..g.ow() {
+                let h = d2out[p * ohw + y * g.ow() + x];
+                let s = g.block_sum(plane, y, x);
+                hcoef[ch] += h * s * s;
+                hbias[ch] += h;
+            }
+        }
+    }
+    if let Some(d2inp) = d2inp {
+        let squared: Vec<T> = coef.iter().map(|&c| c * c).collect();
+        let (mut ignore_c, mut ignore_b) = (vec![T::zero(); g.c], vec![T::zero(); g.c]);
+        subsample_backward(Some(d2inp), &mut ignore_c, &mut ignore_b, d2out, inp, &squared, g, batch);
+    }
+}
