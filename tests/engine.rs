@@ -68,7 +68,56 @@ out_features = 10
 "#,
     )
     .unwrap();
-    vec![Spec::preset("d2l").unwrap(), Spec::preset("relu").unwrap(), tanh32, negative, odd]
+    // LeNet-5's own layers (run example by example) in odd geometry too: a strided,
+    // padded convolution, subsampling, overlapping max pooling, a masked and padded
+    // convolution, a leaky ReLU with a negative slope, RBF outputs on equation 8.
+    let odd5 = Spec::from_toml(
+        r###"
+name = "odd5"
+loss = { kind = "mse" }
+[input]
+size = 28
+[[layers]]
+type = "conv"
+out_channels = 4
+kernel = 3
+stride = 2
+padding = 1
+[[layers]]
+type = "scaled-tanh"
+[[layers]]
+type = "subsample"
+[[layers]]
+type = "max-pool"
+size = 3
+stride = 2
+[[layers]]
+type = "conv"
+out_channels = 6
+kernel = 2
+padding = 1
+table = [[0], [1, 2], [3], [0, 3], [1, 2, 3], [2]]
+[[layers]]
+type = "leaky-relu"
+slope = -0.3
+[[layers]]
+type = "avg-pool"
+size = 2
+stride = 1
+[[layers]]
+type = "flatten"
+[[layers]]
+type = "linear"
+out_features = 20
+[[layers]]
+type = "tanh"
+[[layers]]
+type = "rbf"
+bitmaps = ["##..##..##...###.###", "#.#......#.###.#....", "...#.#.#.##..##..#.#", ".##...###...##.#####", "...##...#....#..#...", "..#..#.##......###..", "...#.#.....###.#.#.#", ".##..#.##.#..####.#.", ".#.#.........#.###..", "##...##.#####.##.##."]
+"###,
+    )
+    .unwrap();
+    vec![Spec::preset("d2l").unwrap(), Spec::preset("relu").unwrap(), tanh32, negative, odd, Spec::lenet5(), odd5]
 }
 
 fn setup(spec: &Spec, batch: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<u8>) {

@@ -71,9 +71,11 @@ impl Engine for CpuEngine {
     }
 
     fn program(&self, chain: &Chain) -> Box<dyn Program<Self>> {
-        // LeNet-5's own layers run layer by layer (they have no tile kernels yet).
+        // LeNet-5's own layers have no tile kernels: its networks run example by example.
         if self.fused && Tiled::supports(chain) {
             Box::new(Tiled::new(chain, self.threads))
+        } else if self.fused {
+            Box::new(super::single::Single::new(chain))
         } else {
             Box::new(super::Layerwise::new(self, chain.clone()))
         }

@@ -14,6 +14,7 @@
 
 mod chunks;
 pub mod cpu;
+pub mod single;
 pub mod tiled;
 
 use std::ops::Range;

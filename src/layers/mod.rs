@@ -29,6 +29,7 @@
 pub mod activation;
 pub mod conv;
 pub mod conv_probe;
+pub mod direct;
 mod lanes;
 pub mod linear;
 pub mod loss;
