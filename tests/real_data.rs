@@ -50,6 +50,43 @@ fn relu_adam_one_epoch_of_mnist_reaches_97_percent() {
     assert!(test_acc >= 0.97, "test accuracy {test_acc} < 0.97");
 }
 
+/// One pass of the paper's recipe, as `lenet train --arch lenet5 --dataset mnist` runs
+/// it but for the number of passes: SDLM at one pattern per update, LeCun's init, the
+/// η schedule's first rate. The pass's running accuracy over its 60,000 updates is the
+/// steady measure (0.884 here); the test accuracy of the weights the last pattern left
+/// moves more from run to run (0.79 to 0.91 measured), so its bound is looser.
+/// Measured 0.884 (AVX-512); other instruction sets round differently and take
+/// another path.
+const TRAIN_PIN: f64 = 0.85;
+/// Measured 0.788 and 0.911 in two runs that differed in the last bits of their sums.
+const TEST_PIN: f64 = 0.70;
+
+#[test]
+fn lenet5_one_pass_of_mnist_with_the_papers_recipe() {
+    let Some(_) = dataset(DatasetKind::Mnist) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_lenet"))
+        .args(["train", "--arch", "lenet5", "--dataset", "mnist", "--epochs", "1", "--threads", "1", "--run-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let config: TrainConfig = toml::from_str(&std::fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(config.arch, Spec::lenet5());
+    assert_eq!((config.batch, config.lr, config.optimizer), (1, 5e-4, OptimizerKind::sdlm()));
+    assert_eq!((config.schedule, config.init), ("lenet5".parse().unwrap(), lenet::init::Init::LeCun));
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let column = |name: &str| -> f64 { row[header.iter().position(|&c| c == name).unwrap()].parse().unwrap() };
+    eprintln!("{stdout}");
+    let (train_acc, test_acc) = (column("train_acc"), column("test_acc"));
+    assert!(train_acc >= TRAIN_PIN, "running accuracy of the pass {train_acc} < {TRAIN_PIN}");
+    assert!(test_acc >= TEST_PIN, "test accuracy {test_acc} < {TEST_PIN}");
+}
+
 #[test]
 fn fashion_mnist_is_found_and_loads() {
     let Some(ds) = dataset(DatasetKind::FashionMnist) else { return };

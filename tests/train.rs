@@ -128,6 +128,10 @@ fn resume_equals_uninterrupted_with_schedule_validation_clipping_and_class_weigh
         ("class weights", TrainConfig { class_weights: Some(weights.clone()), ..sgd.clone() }),
         ("augment", TrainConfig { augment: Some("paper".parse().unwrap()), ..sgd.clone() }),
         (
+            "augment copies",
+            TrainConfig { augment: Some("paper".parse().unwrap()), augment_copies: Some(2), ..sgd.clone() },
+        ),
+        (
             "all of them",
             TrainConfig {
                 optimizer: "sgd:momentum=0.9,nesterov,weight_decay=1e-3".parse().unwrap(),
@@ -387,4 +391,19 @@ fn lenet5_with_sdlm_learns_and_resumes_exactly() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert!(bits(&full.net.params()) == bits(&resumed.net.params()), "the resumed run differs");
     assert_eq!(full.opt.state_tensors(), resumed.opt.state_tensors());
+}
+
+/// `augment_copies`: the originals and N copies distorted once, the same every epoch and
+/// on resume (checked with the other settings above); a bad count is refused.
+#[test]
+fn fixed_distorted_copies_join_the_originals() {
+    let cfg = TrainConfig { augment: Some("paper".parse().unwrap()), augment_copies: Some(3), ..config("relu", 1) };
+    let t = trainer(cfg.clone());
+    assert_eq!(t.train_examples(), 4 * 640);
+    let held_out = trainer(TrainConfig { val_split: 0.25, ..cfg.clone() });
+    assert_eq!(held_out.train_examples(), 4 * 480, "validation examples are carved out before copying");
+    for (copies, augment) in [(Some(0), cfg.augment), (Some(101), cfg.augment), (Some(2), None)] {
+        let bad = TrainConfig { augment_copies: copies, augment, ..cfg.clone() };
+        assert!(bad.validate().is_err(), "{copies:?} {augment:?}");
+    }
 }

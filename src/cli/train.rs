@@ -77,6 +77,11 @@ pub struct TrainArgs {
     /// of it, e.g. rotate=10,elastic (α 34, σ 4). `lenet data preview --augment` shows them.
     #[arg(long, value_name = "SETTINGS", num_args = 0..=1, default_missing_value = "paper")]
     pub augment: Option<Augment>,
+    /// Train on the originals plus N distorted copies drawn once, as the paper did (9
+    /// copies: 540,000 distorted images beside the 60,000), instead of fresh distortions
+    /// every epoch. Implies --augment (paper) when that is not given.
+    #[arg(long, value_name = "N")]
+    pub augment_copies: Option<usize>,
     /// Per-class loss weights: ten comma-separated numbers.
     #[arg(long, value_delimiter = ',', num_args = 10)]
     pub class_weights: Option<Vec<f32>>,
@@ -179,7 +184,8 @@ impl TrainArgs {
             val_split: self.val_split,
             clip_grad_norm: self.clip_grad_norm,
             class_weights: self.class_weights.clone(),
-            augment: self.augment,
+            augment: self.augment.or(self.augment_copies.map(|_| Augment::paper())),
+            augment_copies: self.augment_copies,
         })
     }
 }

@@ -176,6 +176,19 @@ impl Split {
         self.labels.is_empty()
     }
 
+    /// The examples of `splits` one after another (all of one image size).
+    pub fn concat<'a>(splits: impl IntoIterator<Item = &'a Split>) -> Split {
+        let (mut pixels, mut labels, mut shape) = (Vec::new(), Vec::new(), None);
+        for s in splits {
+            let size = (s.images.rows, s.images.cols);
+            assert_eq!(*shape.get_or_insert(size), size, "splits of different image sizes");
+            pixels.extend_from_slice(&s.images.pixels);
+            labels.extend_from_slice(&s.labels);
+        }
+        let (rows, cols) = shape.unwrap_or((0, 0));
+        Split { images: Images { count: labels.len(), rows, cols, pixels }, labels }
+    }
+
     /// The examples at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Split {
         let n = self.images.pixels_per_image();
