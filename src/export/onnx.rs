@@ -24,8 +24,9 @@
 
 use prost::Message;
 
+use crate::layers::activation::{SCALED_TANH_A, SCALED_TANH_S};
 use crate::network::param_layout;
-use crate::spec::{LayerSpec, ResolvedLayer, Spec};
+use crate::spec::{LayerSpec, ResolvedLayer, Shape, Spec};
 
 /// The ONNX IR version written (IR 8: ONNX 1.10 and later read it).
 pub const IR_VERSION: i64 = 8;
@@ -141,6 +142,7 @@ pub struct TensorProto {
 
 /// `TensorProto.DataType.FLOAT`.
 pub const DATA_FLOAT: i32 = 1;
+pub const DATA_INT64: i32 = 7;
 
 /// `onnx.ValueInfoProto`.
 #[derive(Clone, PartialEq, Message)]
@@ -195,8 +197,6 @@ pub enum OnnxError {
     Spec(#[from] crate::spec::SpecError),
     #[error("{given} parameter values given, architecture '{arch}' has {needed}")]
     ParamCount { arch: String, given: usize, needed: usize },
-    #[error("architecture '{arch}', layer {index}: ONNX export of {layer} is not written yet")]
-    Unsupported { arch: String, index: usize, layer: String },
 }
 
 fn attr_ints(name: &str, ints: &[usize]) -> AttributeProto {
@@ -236,7 +236,7 @@ fn batch_dim() -> Dimension {
     Dimension { value: Some(DimensionValue::DimParam("batch".into())) }
 }
 
-/// The node of one layer: its op type and attributes.
+/// The node of a layer that is one ONNX operator: its op type and attributes.
 fn layer_node(layer: &ResolvedLayer) -> Option<(&'static str, Vec<AttributeProto>)> {
     Some(match &layer.spec {
         LayerSpec::Conv { kernel, padding, stride, .. } => (
@@ -259,8 +259,47 @@ fn layer_node(layer: &ResolvedLayer) -> Option<(&'static str, Vec<AttributeProto
         LayerSpec::LeakyRelu { slope } => ("LeakyRelu", vec![attr_float("alpha", *slope)]),
         LayerSpec::Flatten => ("Flatten", vec![attr_int("axis", 1)]),
         LayerSpec::Linear { .. } => ("Gemm", vec![attr_int("transB", 1)]),
+        // Several operators each (see `model`).
         LayerSpec::ScaledTanh | LayerSpec::Subsample { .. } | LayerSpec::Rbf { .. } => return None,
     })
+}
+
+/// Nodes and initializers as they are added, each node's output named after its
+/// layer and position.
+#[derive(Default)]
+struct Graph {
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+}
+
+impl Graph {
+    /// A node of layer `layer`; returns the name of its output.
+    fn node(&mut self, layer: usize, op: &str, input: Vec<String>, attribute: Vec<AttributeProto>) -> String {
+        let name = format!("{layer}.{op}.{}", self.nodes.len());
+        let out = format!("{name}.out");
+        self.nodes.push(NodeProto { input, output: vec![out.clone()], name, op_type: op.into(), attribute });
+        out
+    }
+
+    fn floats(&mut self, name: &str, dims: &[usize], values: &[f32]) -> String {
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: DATA_FLOAT,
+            name: name.into(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name.into()
+    }
+
+    fn ints(&mut self, name: &str, dims: &[usize], values: &[i64]) -> String {
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: DATA_INT64,
+            name: name.into(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name.into()
+    }
 }
 
 /// The ONNX model of architecture `spec` with parameters `params` (flat, in the
@@ -272,37 +311,70 @@ pub fn model(spec: &Spec, params: &[f32]) -> Result<ModelProto, OnnxError> {
     if params.len() != needed {
         return Err(OnnxError::ParamCount { arch: spec.name.clone(), given: params.len(), needed });
     }
-    let initializer = infos
-        .iter()
-        .map(|p| TensorProto {
-            dims: p.shape.iter().map(|&d| d as i64).collect(),
-            data_type: DATA_FLOAT,
-            name: p.name.clone(),
-            raw_data: params[p.range()].iter().flat_map(|v| v.to_le_bytes()).collect(),
-        })
-        .collect();
-    let mut node = Vec::with_capacity(layers.len());
+    let mut g = Graph::default();
+    for p in &infos {
+        // Trainable subsampling's per-map tensors broadcast over (batch, map, row, column).
+        let per_map = p.shape.len() == 1
+            && layers
+                .iter()
+                .enumerate()
+                .any(|(i, l)| matches!(l.spec, LayerSpec::Subsample { .. }) && p.name.starts_with(&format!("{i}.")));
+        let dims = if per_map { vec![1, p.shape[0], 1, 1] } else { p.shape.clone() };
+        g.floats(&p.name, &dims, &params[p.range()]);
+    }
     let mut x = INPUT_NAME.to_string();
     for (i, layer) in layers.iter().enumerate() {
-        let (op_type, attribute) = layer_node(layer).ok_or_else(|| OnnxError::Unsupported {
-            arch: spec.name.clone(),
-            index: i,
-            layer: layer.torch_name(),
-        })?;
-        let mut input = vec![x];
-        if layer.params.is_some() {
-            input.extend([format!("{i}.weight"), format!("{i}.bias")]);
-        }
-        let out = if i + 1 == layers.len() { OUTPUT_NAME.to_string() } else { format!("{i}.out") };
-        node.push(NodeProto {
-            input,
-            output: vec![out.clone()],
-            name: format!("{i}.{op_type}"),
-            op_type: op_type.into(),
-            attribute,
-        });
-        x = out;
+        x = match (&layer.spec, layer.input) {
+            (LayerSpec::ScaledTanh, _) => {
+                // 1.7159·tanh(2a/3): Mul, Tanh, Mul.
+                let slope = g.floats(&format!("{i}.slope"), &[], &[(SCALED_TANH_S) as f32]);
+                let gain = g.floats(&format!("{i}.gain"), &[], &[SCALED_TANH_A as f32]);
+                let a = g.node(i, "Mul", vec![x, slope], vec![]);
+                let t = g.node(i, "Tanh", vec![a], vec![]);
+                g.node(i, "Mul", vec![t, gain], vec![])
+            }
+            (LayerSpec::Subsample { size }, _) => {
+                // The block's sum (its mean times size²), times the map's coefficient, plus its bias.
+                let k = attr_ints("kernel_shape", &[*size, *size]);
+                let mean = g.node(i, "AveragePool", vec![x], vec![k, attr_ints("strides", &[*size, *size])]);
+                let area = g.floats(&format!("{i}.area"), &[], &[(size * size) as f32]);
+                let sum = g.node(i, "Mul", vec![mean, area], vec![]);
+                let scaled = g.node(i, "Mul", vec![sum, format!("{i}.weight")], vec![]);
+                g.node(i, "Add", vec![scaled, format!("{i}.bias")], vec![])
+            }
+            (LayerSpec::Rbf { bitmaps }, Shape::Flat(k)) => {
+                // −Σ_j (x_j − c_ij)²: (B, 1, K) − (1, N, K), squared, summed over K, negated.
+                let centres = bitmaps.centres().map_err(|problem| crate::spec::SpecError {
+                    arch: spec.name.clone(),
+                    index: i,
+                    layer: "rbf".into(),
+                    problem,
+                })?;
+                let n = centres.len();
+                let c = g.floats(&format!("{i}.centres"), &[1, n, k], &centres.concat());
+                let shape = g.ints(&format!("{i}.shape"), &[3], &[-1, 1, k as i64]);
+                let axes = g.ints(&format!("{i}.axes"), &[1], &[2]);
+                let x3 = g.node(i, "Reshape", vec![x, shape], vec![]);
+                let d = g.node(i, "Sub", vec![x3, c], vec![]);
+                let d2 = g.node(i, "Mul", vec![d.clone(), d], vec![]);
+                let y = g.node(i, "ReduceSum", vec![d2, axes], vec![attr_int("keepdims", 0)]);
+                g.node(i, "Neg", vec![y], vec![])
+            }
+            _ => {
+                let (op_type, attribute) = layer_node(layer).expect("every other layer is one operator");
+                let mut input = vec![x];
+                if layer.params.is_some() {
+                    input.extend([format!("{i}.weight"), format!("{i}.bias")]);
+                }
+                g.node(i, op_type, input, attribute)
+            }
+        };
     }
+    // The last node's output is the graph's.
+    if let Some(last) = g.nodes.last_mut() {
+        last.output = vec![OUTPUT_NAME.to_string()];
+    }
+    let Graph { nodes: node, initializers: initializer } = g;
     let s = spec.input.size;
     let classes = layers.last().map_or(0, |l| l.output.numel());
     let scaling = match spec.input.normalize {
