@@ -14,6 +14,17 @@ Inputs: the 28x28 digit in a 32x32 frame, background -0.1, full ink 1.175.
 
     scripts/pytorch_lenet5.py eval CKPT            # test accuracy of a lenet checkpoint (--json)
     scripts/pytorch_lenet5.py time --steps 3000    # SDLM at one pattern per update: patterns/s
+    scripts/pytorch_lenet5.py fixture [--check]   # tests/fixtures/pytorch_lenet5.safetensors
+
+The fixture (tests/pytorch_lenet5.rs compares lenet against it) holds, float32:
+    params.<key>   weights: torch.manual_seed(0), uniform in +-2.4/F_in (C3's by each map's
+                   own fan-in, its left-out kernels zero), subsampling coefficients +-0.6
+    x              (8, 1, 32, 32): the first 8 MNIST test images, framed and scaled
+    labels uint8   (8)
+    outputs        (8, 10): -y, the RBF layer's output
+    loss           (): equation 9 (j = 10), the mean over the 8
+    mse_loss       (): equation 8, the mean of y_correct
+    grad.<key>     the gradient of the equation-9 loss for every parameter
 
 `time` runs what lenet's recipe runs per pattern: zero_grad, forward, equation 9, backward,
 and the SDLM update p -= lr / (mu + h) * g with a fixed h (lenet re-estimates h once per
@@ -134,6 +145,56 @@ def cmd_eval(args):
         print(json.dumps({"test_acc": acc}))
 
 
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "pytorch_lenet5.safetensors")
+
+
+def fixture_tensors(data_dir):
+    torch.manual_seed(0)
+    net = lenet5()
+    with torch.no_grad():
+        for i, m in enumerate(net):
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                per_unit = m.weight[0].numel()
+                fan_in = torch.full((m.weight.shape[0],), float(per_unit))
+                if isinstance(m, MaskedConv2d):
+                    fan_in = m.mask.flatten(1).sum(1) * m.weight[0, 0].numel()
+                bound = (2.4 / fan_in).view(-1, *[1] * (m.weight.dim() - 1))
+                m.weight.copy_((torch.rand_like(m.weight) * 2 - 1) * bound)
+                m.bias.copy_((torch.rand_like(m.bias) * 2 - 1) * bound.flatten())
+                if isinstance(m, MaskedConv2d):
+                    m.weight.mul_(m.mask)
+            elif isinstance(m, Subsample):
+                m.weight.uniform_(-0.6, 0.6)
+                m.bias.uniform_(-0.6, 0.6)
+    _, _, test_x, test_y = load("mnist", data_dir)
+    x, y = frame(test_x[:8]), test_y[:8]
+    out = net(x)
+    loss = map_loss(out, y)
+    loss.backward()
+    mse = (-out.gather(1, y.view(-1, 1))).mean()
+    t = {f"params.{k}": v.detach().clone() for k, v in net.state_dict().items()}
+    t.update({f"grad.{k}": p.grad.clone() for k, p in net.named_parameters()})
+    t.update({"x": x, "labels": y.to(torch.uint8), "outputs": out.detach(), "loss": loss.detach(),
+              "mse_loss": mse.detach()})
+    return {k: v.contiguous() for k, v in t.items()}
+
+
+def cmd_fixture(args):
+    from safetensors.torch import load_file, save_file
+
+    torch.set_num_threads(1)
+    t = fixture_tensors(args.data_dir)
+    if args.check:
+        old = load_file(FIXTURE)
+        bad = [k for k in t if k not in old or not torch.equal(old[k], t[k])]
+        if bad or set(old) != set(t):
+            sys.exit(f"{FIXTURE} differs from what this script computes: {bad or sorted(set(old) ^ set(t))}")
+        print(f"{FIXTURE}: as this script computes it ({len(t)} tensors)")
+    else:
+        save_file(t, FIXTURE, metadata={"lenet.reference": "scripts/pytorch_lenet5.py fixture", "torch": torch.__version__})
+        print(f"wrote {FIXTURE} ({os.path.getsize(FIXTURE)} bytes)")
+
+
 def cmd_time(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -174,16 +235,18 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("eval", help="test accuracy of a lenet lenet5 checkpoint")
     e.add_argument("checkpoint")
+    f = sub.add_parser("fixture", help="write (or --check) tests/fixtures/pytorch_lenet5.safetensors")
+    f.add_argument("--check", action="store_true")
     t = sub.add_parser("time", help="SDLM at one pattern per update: patterns/s")
     t.add_argument("--steps", type=int, default=3000)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--mu", type=float, default=0.2)
-    for s in (e, t):
+    for s in (e, t, f):
         s.add_argument("--data-dir")
         s.add_argument("--json", action="store_true")
     args = p.parse_args()
-    {"eval": cmd_eval, "time": cmd_time}[args.cmd](args)
+    {"eval": cmd_eval, "time": cmd_time, "fixture": cmd_fixture}[args.cmd](args)
 
 
 if __name__ == "__main__":
