@@ -241,7 +241,7 @@ def main():
     t.add_argument("--steps", type=int, default=3000)
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--mu", type=float, default=0.2)
+    t.add_argument("--mu", type=float, default=1.0)
     for s in (e, t, f):
         s.add_argument("--data-dir")
         s.add_argument("--json", action="store_true")

@@ -84,14 +84,18 @@ pub enum OptimizerKind {
     },
 }
 
-/// The paper's μ is 0.02. With its η of 0.0005 that caps the step of a weight of
-/// little curvature at 0.025 × its gradient, and lenet5 diverged here within 500
-/// patterns (the loss climbing to ~200, every unit saturated; the same as plain SGD
-/// at 0.025). μ = 0.2 caps it at 0.0025 and keeps the paper's η schedule; measured
-/// on MNIST's first 12,000 patterns it trains as well as μ = 0.02 with η ÷ 10.
+/// The paper's μ is 0.02. With its η of 0.0005 that lets a weight of little
+/// curvature step by 0.025 × its gradient, and lenet5 diverged here within 500
+/// patterns (the loss climbing to ~200, every unit saturated; as plain SGD at 0.025
+/// does). With the paper's η schedule kept, μ was measured on MNIST (4 passes, test
+/// accuracy after each): 0.2: 0.788 0.971 0.977 0.979; 0.5: 0.970 0.979 0.984 0.985;
+/// 1: 0.978 0.985 0.988 0.989; 2: 0.977 0.985 0.988 0.989. The diagonal misses how
+/// much the many weights into one unit move that unit together, and μ is what holds
+/// their steps back; 1 it is.
 fn default_mu() -> f64 {
-    0.2
+    1.0
 }
+
 fn default_samples() -> usize {
     500
 }
@@ -125,7 +129,7 @@ impl OptimizerKind {
         OptimizerKind::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 }
     }
 
-    /// SDLM with the Hessian re-estimated on 500 patterns as in the paper, and μ = 0.2
+    /// SDLM with the Hessian re-estimated on 500 patterns as in the paper, and μ = 1
     /// (the paper's 0.02 diverges here: see `default_mu`).
     pub fn sdlm() -> Self {
         OptimizerKind::Sdlm { mu: default_mu(), samples: default_samples() }

@@ -308,6 +308,15 @@ pub fn probabilities<E: Engine>(net: &mut Network<E>, images: &Images, batch: us
 where
     Network<E>: Send,
 {
+    outputs(net, images, batch).iter().map(|o| softmax(o)).collect()
+}
+
+/// The network's outputs for each image (fitted and scaled as the network expects):
+/// logits, or for RBF outputs −y_i, minus the squared distance to each class's bitmap.
+pub fn outputs<E: Engine>(net: &mut Network<E>, images: &Images, batch: usize) -> Vec<Vec<f32>>
+where
+    Network<E>: Send,
+{
     let input = net.spec().input.clone();
     let labels = vec![0u8; images.count];
     let examples = net.engine.upload_examples(images, &labels, &input);
@@ -315,7 +324,7 @@ where
     let indices: Vec<u32> = (0..images.count as u32).collect();
     let mut out = Vec::with_capacity(images.count);
     for chunk in indices.chunks(batch.max(1)) {
-        out.extend(net.infer(&examples, chunk).1.chunks(classes).map(softmax));
+        out.extend(net.infer(&examples, chunk).1.chunks(classes).map(<[f32]>::to_vec));
     }
     out
 }

@@ -415,3 +415,33 @@ fn bad_pictures_are_clear_errors_not_panics() {
     let out = lenet(&["predict", p(&ckpt), p(&edge)]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("touches the picture's edge"));
 }
+
+/// LeNet-5's RBF outputs: `--json` gives each class's squared distance to its bitmap,
+/// the predicted class is the nearest, and the probabilities are softmax(−y).
+#[test]
+fn lenet5_predictions_report_the_rbf_distances() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::lenet5();
+    let mut net = Network::new(CpuEngine::new(1).unwrap(), &spec).unwrap();
+    let mut params = vec![0.0f32; net.num_params()];
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
+    lenet::init::init_params(&mut params, net.param_infos(), lenet::init::Init::LeCun, &mut rng);
+    net.set_params(&params).unwrap();
+    let ckpt = dir.path().join("lenet5.safetensors");
+    let meta = lenet::checkpoint::Meta { epoch: 0, ..Default::default() };
+    checkpoint::save(&ckpt, &checkpoint::Checkpoint { spec, params: net.params(), optim: vec![], meta }).unwrap();
+    let one = dir.path().join("one.png");
+    save(&draw(60, 80, 255, 0, (20.0, 10.0, 20.0, 60.0), ONE, 6.0), &one);
+    let out = lenet(&["predict", p(&ckpt), p(&one), "--json", "--top", "10"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    let item = &v[0];
+    let d: Vec<f64> = item["distances"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(d.len(), 10);
+    assert!(d.iter().all(|&y| y >= 0.0), "{d:?}");
+    let nearest = (0..10).min_by(|&a, &b| d[a].total_cmp(&d[b])).unwrap();
+    let top = &item["predictions"][0];
+    assert_eq!(top["class"].as_u64().unwrap() as usize, nearest);
+    let z: f64 = d.iter().map(|y| (d[nearest] - y).exp()).sum();
+    assert!((top["probability"].as_f64().unwrap() - 1.0 / z).abs() < 1e-6, "softmax of −y");
+}

@@ -11,7 +11,7 @@ use lenet::checkpoint::{self, Checkpoint};
 use lenet::data::{self, DatasetKind, Images};
 use lenet::engine::cpu::CpuEngine;
 use lenet::network::Network;
-use lenet::predict::{load_image, prepare, probabilities, top_k, Prepared, Style, SIDE};
+use lenet::predict::{load_image, outputs, prepare, probabilities, softmax, top_k, Prepared, Style, SIDE};
 use lenet::trainer::{TrainConfig, EVAL_BATCH};
 use lenet::viz::grid::{prediction_grid, Classified, GridOptions};
 use lenet::viz::save_rgb_png;
@@ -143,26 +143,38 @@ fn predict_pictures(args: &PredictArgs, ck: &Checkpoint, net: &mut Network<CpuEn
         cols: SIDE,
         pixels: prepared.iter().flat_map(|(_, p)| p.pixels.iter().copied()).collect(),
     };
-    let probs = if prepared.is_empty() { Vec::new() } else { probabilities(net, &images, EVAL_BATCH) };
-    let mut by_input: Vec<Option<(&Prepared, &Vec<f64>)>> = vec![None; args.images.len()];
-    for ((i, p), pr) in prepared.iter().zip(&probs) {
-        by_input[*i] = Some((p, pr));
+    let raw = if prepared.is_empty() { Vec::new() } else { outputs(net, &images, EVAL_BATCH) };
+    let probs: Vec<Vec<f64>> = raw.iter().map(|o| softmax(o)).collect();
+    // Per input image: its preparation, probabilities and raw outputs (None: it failed).
+    type Found<'a> = Option<(&'a Prepared, &'a Vec<f64>, &'a Vec<f32>)>;
+    let mut by_input: Vec<Found> = vec![None; args.images.len()];
+    for (((i, p), pr), o) in prepared.iter().zip(&probs).zip(&raw) {
+        by_input[*i] = Some((p, pr, o));
     }
+    // RBF outputs are −y_i: the scores are softmax(−y), and --json gives the distances y_i too.
+    let rbf = matches!(net.spec().layers.last(), Some(lenet::spec::LayerSpec::Rbf { .. }));
     if args.json {
         let items: Vec<serde_json::Value> = args
             .images
             .iter()
             .enumerate()
             .map(|(i, path)| match by_input[i] {
-                Some((p, pr)) => json!({
-                    "file": path.display().to_string(),
-                    "predictions": top_json(pr, args.top, &names),
-                    "preprocess": p.style.to_string(),
-                    "inverted": p.inverted,
-                    "size": [p.source_size.0, p.source_size.1],
-                    "ink_box": [p.ink_box.0, p.ink_box.1, p.ink_box.2, p.ink_box.3],
-                    "warnings": p.warnings,
-                }),
+                Some((p, pr, o)) => {
+                    let mut item = json!({
+                        "file": path.display().to_string(),
+                        "predictions": top_json(pr, args.top, &names),
+                        "preprocess": p.style.to_string(),
+                        "inverted": p.inverted,
+                        "size": [p.source_size.0, p.source_size.1],
+                        "ink_box": [p.ink_box.0, p.ink_box.1, p.ink_box.2, p.ink_box.3],
+                        "warnings": p.warnings,
+                    });
+                    if rbf {
+                        // y_i, the squared distance to class i's bitmap; probability = softmax(−y).
+                        item["distances"] = json!(o.iter().map(|v| -v).collect::<Vec<f32>>());
+                    }
+                    item
+                }
                 None => json!({
                     "file": path.display().to_string(),
                     "error": failures.iter().find(|f| f.0 == i).map(|f| f.1.clone()).unwrap_or_default(),
@@ -172,7 +184,7 @@ fn predict_pictures(args: &PredictArgs, ck: &Checkpoint, net: &mut Network<CpuEn
         println!("{}", serde_json::to_string_pretty(&items)?);
     } else {
         for (i, path) in args.images.iter().enumerate() {
-            let Some((p, pr)) = by_input[i] else { continue };
+            let Some((p, pr, _)) = by_input[i] else { continue };
             let how = match p.style {
                 Style::AsIs => "taken as it is".to_string(),
                 s => format!("{s} preprocessing, ink {}×{} px", p.ink_box.2, p.ink_box.3),

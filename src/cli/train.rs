@@ -41,7 +41,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub lr: Option<f64>,
     /// sgd, adam, adamw or sdlm, optionally with settings: sgd:momentum=0.9,nesterov,wd=5e-4,
-    /// sdlm:mu=0.2,samples=500 (default sgd; lenet5: sdlm).
+    /// sdlm:mu=1,samples=500 (default sgd; lenet5: sdlm).
     #[arg(long)]
     pub optimizer: Option<OptimizerKind>,
     /// SGD momentum (shortcut for sgd:momentum=M).
