@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::Split;
 use super::idx::Images;
+use crate::layers::{dispatch, Kernel, Lanes};
 
 /// How strongly to distort: each value is the largest magnitude drawn (uniformly,
 /// in both directions). Zero turns a distortion off.
@@ -218,11 +219,13 @@ impl Padded {
         if !(x > -1.0 && y > -1.0 && x < self.cols as f32 && y < self.rows as f32) {
             return 0.0;
         }
-        let (x0, y0) = (x.floor(), y.floor());
-        let (fx, fy) = (x - x0, y - y0);
-        // +1: the border. x0 ≥ −1 and x0 + 1 ≤ cols, so both taps are inside.
-        let at = (y0 as isize + 1) as usize * (self.cols + 2) + (x0 as isize + 1) as usize;
+        // +1: the border. x + 1 > 0, so truncating it is flooring it (without a libm
+        // call), and x0 + 1 ≤ cols: both taps are inside.
+        let (xs, ys) = (x + 1.0, y + 1.0);
+        let (xi, yi) = (xs as usize, ys as usize);
+        let (fx, fy) = (xs - xi as f32, ys - yi as f32);
         let w = self.cols + 2;
+        let at = yi * w + xi;
         let (p, q, r, s) = (self.px[at], self.px[at + 1], self.px[at + w], self.px[at + w + 1]);
         let top = p + (q - p) * fx;
         let bottom = r + (s - r) * fx;
@@ -233,18 +236,38 @@ impl Padded {
 /// One pass of a Gaussian blur down the columns of a `rows`×`cols` field (zero
 /// outside, as scipy's gaussian_filter with mode="constant"), scaled by `gain`:
 /// whole rows at a time, so the inner loop is a vector axpy.
+/// (Run inside [`dispatch`], so that the axpys are compiled for the CPU's vector
+/// instructions; each is elementwise, so every instruction set gives the same bits.)
 fn blur_columns(field: &[f32], rows: usize, cols: usize, kernel: &[f32], gain: f32) -> Vec<f32> {
-    let radius = kernel.len() / 2;
-    let mut out = vec![0.0f32; rows * cols];
-    for (y, dst) in out.chunks_mut(cols).enumerate() {
-        for (k, &w) in kernel.iter().enumerate() {
-            let Some(src_y) = (y + k).checked_sub(radius).filter(|&v| v < rows) else { continue };
-            for (d, &s) in dst.iter_mut().zip(&field[src_y * cols..(src_y + 1) * cols]) {
-                *d += w * gain * s;
+    dispatch(Blur { field, rows, cols, kernel, gain })
+}
+
+struct Blur<'a> {
+    field: &'a [f32],
+    rows: usize,
+    cols: usize,
+    kernel: &'a [f32],
+    gain: f32,
+}
+
+impl Kernel<f32> for Blur<'_> {
+    type Output = Vec<f32>;
+    #[inline(always)]
+    fn run<V: Lanes<T = f32>>(self) -> Vec<f32> {
+        let Blur { field, rows, cols, kernel, gain } = self;
+        let radius = kernel.len() / 2;
+        let mut out = vec![0.0f32; rows * cols];
+        for (y, dst) in out.chunks_mut(cols).enumerate() {
+            for (k, &w) in kernel.iter().enumerate() {
+                let Some(src_y) = (y + k).checked_sub(radius).filter(|&v| v < rows) else { continue };
+                let w = w * gain;
+                for (d, &s) in dst.iter_mut().zip(&field[src_y * cols..(src_y + 1) * cols]) {
+                    *d += w * s;
+                }
             }
         }
+        out
     }
-    out
 }
 
 fn transpose(field: &[f32], rows: usize, cols: usize) -> Vec<f32> {
