@@ -23,7 +23,7 @@ use crate::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
 use crate::layers::rbf::{criterion_curvature, rbf_forward};
 use crate::layers::subsample::{subsample_curvature, subsample_forward, SubsampleGeom};
 use crate::layers::{activation, Par, Real};
-use crate::network::{param_layout, weight_masks};
+use crate::network::{apply_masks, param_layout, weight_masks};
 use crate::spec::{Activation, Criterion, LayerSpec, ResolvedLayer, Shape};
 
 /// The mean over the `labels.len()` patterns `x` (B, 1, S, S) of each parameter's
@@ -41,13 +41,7 @@ pub fn gauss_newton_diagonal<T: Real>(
     let masks = weight_masks(layers, &infos);
     // Left-out weights are not part of the network, whatever the buffer holds there.
     let mut masked = params.to_vec();
-    for (range, mask) in &masks {
-        for (v, &m) in masked[range.clone()].iter_mut().zip(mask) {
-            if m == 0.0 {
-                *v = T::zero();
-            }
-        }
-    }
+    apply_masks(&mut masked, &masks);
     let params = &masked[..];
     let mut offsets = Vec::with_capacity(layers.len());
     let mut off = 0;
@@ -172,13 +166,7 @@ pub fn gauss_newton_diagonal<T: Real>(
         }
         d2 = d2inp;
     }
-    for (range, mask) in masks {
-        for (v, m) in h[range].iter_mut().zip(mask) {
-            if m == 0.0 {
-                *v = T::zero();
-            }
-        }
-    }
+    apply_masks(&mut h, &masks);
     let n = T::from(batch.max(1) as f64).expect("a count");
     h.iter_mut().for_each(|v| *v = *v / n);
     h

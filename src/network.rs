@@ -25,9 +25,11 @@ pub struct Network<E: Engine> {
     params: E::Buf,
     grads: E::Buf,
     class_weights: Option<E::Buf>,
-    /// Masked convolutions' weight ranges and masks (host and engine copies): their
-    /// left-out weights are held at zero, in the parameters and the gradients.
-    masks: Vec<(std::ops::Range<usize>, Vec<f32>, E::Buf)>,
+    /// Masked convolutions' weight ranges and masks: their left-out weights are held
+    /// at zero, in the parameters and the gradients.
+    masks: Vec<(std::ops::Range<usize>, Vec<f32>)>,
+    /// The masks in the engine's memory, in the same order.
+    mask_bufs: Vec<E::Buf>,
 }
 
 /// The parameter tensors of resolved layers, in order: for each layer with
@@ -64,6 +66,18 @@ pub fn param_layout(layers: &[ResolvedLayer]) -> Vec<ParamInfo> {
         }
     }
     infos
+}
+
+/// `values` (parameters or gradients, in the network's flat order) with a masked
+/// convolution's left-out weights set to zero.
+pub fn apply_masks<T: num_traits::Float>(values: &mut [T], masks: &[(std::ops::Range<usize>, Vec<f32>)]) {
+    for (range, mask) in masks {
+        for (v, &m) in values[range.clone()].iter_mut().zip(mask) {
+            if m == 0.0 {
+                *v = T::zero();
+            }
+        }
+    }
 }
 
 /// The 0/1 masks of the masked convolutions (those with a connection table): the
@@ -143,16 +157,18 @@ impl<E: Engine> Network<E> {
             out_numel: layers.iter().map(|l| l.output.numel()).collect(),
             criterion: spec.loss,
         };
-        let masks = weight_masks(&layers, &infos)
-            .into_iter()
-            .map(|(range, mask)| {
+        let masks = weight_masks(&layers, &infos);
+        let mask_bufs = masks
+            .iter()
+            .map(|(_, mask)| {
                 let mut buf = engine.alloc(mask.len());
-                engine.upload(&mut buf, &mask);
-                (range, mask, buf)
+                engine.upload(&mut buf, mask);
+                buf
             })
             .collect();
         Ok(Self {
             masks,
+            mask_bufs,
             params: engine.alloc(n_params),
             grads: engine.alloc(n_params),
             program: engine.program(&chain),
@@ -195,11 +211,7 @@ impl<E: Engine> Network<E> {
             self.engine.upload(&mut self.params, values);
         } else {
             let mut values = values.to_vec();
-            for (range, mask, _) in &self.masks {
-                for (v, &m) in values[range.clone()].iter_mut().zip(mask) {
-                    *v *= m;
-                }
-            }
+            apply_masks(&mut values, &self.masks);
             self.engine.upload(&mut self.params, &values);
         }
         Ok(())
@@ -208,7 +220,7 @@ impl<E: Engine> Network<E> {
     /// Zero the gradients of masked convolutions' left-out weights, so that no
     /// optimizer moves them.
     fn mask_grads(&mut self) {
-        for (range, _, mask) in &self.masks {
+        for ((range, _), mask) in self.masks.iter().zip(&self.mask_bufs) {
             let len = range.len();
             self.engine.mask(E::view_mut(&mut self.grads, range.clone()), E::view(mask, 0..len));
         }

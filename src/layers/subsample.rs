@@ -81,7 +81,16 @@ pub fn subsample_backward<T: Real>(
             }
         }
     }
-    let Some(dinp) = dinp else { return };
+    if let Some(dinp) = dinp {
+        spread(dinp, dout, coef, g, batch);
+    }
+}
+
+/// dinp = scale[c] · dout of the block's output, at every position of the block (zero
+/// under no block): the input gradient with the coefficients, the input curvature
+/// with their squares.
+fn spread<T: Real>(dinp: &mut [T], dout: &[T], scale: &[T], g: &SubsampleGeom, batch: usize) {
+    let (hw, ohw) = (g.h * g.w, g.oh() * g.ow());
     for p in 0..batch * g.c {
         let ch = p % g.c;
         let dx = &mut dinp[p * hw..(p + 1) * hw];
@@ -89,7 +98,7 @@ pub fn subsample_backward<T: Real>(
         let d = &dout[p * ohw..(p + 1) * ohw];
         for y in 0..g.oh() {
             for x in 0..g.ow() {
-                let v = coef[ch] * d[y * g.ow() + x];
+                let v = scale[ch] * d[y * g.ow() + x];
                 for i in 0..g.size {
                     for j in 0..g.size {
                         dx[(y * g.size + i) * g.w + x * g.size + j] = v;
@@ -129,7 +138,6 @@ pub fn subsample_curvature<T: Real>(
     }
     if let Some(d2inp) = d2inp {
         let squared: Vec<T> = coef.iter().map(|&c| c * c).collect();
-        let (mut ignore_c, mut ignore_b) = (vec![T::zero(); g.c], vec![T::zero(); g.c]);
-        subsample_backward(Some(d2inp), &mut ignore_c, &mut ignore_b, d2out, inp, &squared, g, batch);
+        spread(d2inp, d2out, &squared, g, batch);
     }
 }

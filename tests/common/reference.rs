@@ -11,7 +11,7 @@ use lenet::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
 use lenet::layers::rbf::{rbf_backward, rbf_forward};
 use lenet::layers::subsample::{subsample_backward, subsample_forward, SubsampleGeom};
 use lenet::layers::{activation, Par};
-use lenet::network::{param_layout, weight_masks};
+use lenet::network::{apply_masks, param_layout, weight_masks};
 use lenet::spec::{Activation, LayerSpec, Shape, Spec};
 
 /// What the chain computed: the mean loss and every layer's output.
@@ -28,11 +28,7 @@ pub fn reference(spec: &Spec, params: &[f64], x: &[f64], labels: &[u8], grads: O
     let layers = spec.resolve().unwrap();
     let masks = weight_masks(&layers, &param_layout(&layers));
     let mut masked = params.to_vec();
-    for (range, mask) in &masks {
-        for (p, &m) in masked[range.clone()].iter_mut().zip(mask) {
-            *p *= m as f64;
-        }
-    }
+    apply_masks(&mut masked, &masks);
     let params = &masked[..];
     let batch = labels.len();
     let par = Par::SERIAL;
@@ -139,11 +135,7 @@ pub fn reference(spec: &Spec, params: &[f64], x: &[f64], labels: &[u8], grads: O
         }
         dout = dinp;
     }
-    for (range, mask) in &masks {
-        for (g, &m) in grads[range.clone()].iter_mut().zip(mask) {
-            *g *= m as f64;
-        }
-    }
+    apply_masks(grads, &masks);
     Chain { loss, outputs: acts.split_off(1) }
 }
 
