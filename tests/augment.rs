@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use lenet::data::augment::{distort, distort_split, draw_affine, image_rng, Augment};
+use lenet::data::augment::{distort, distort_split, draw_affine, image_rng, Augment, ElasticField};
 use lenet::data::{Images, Split};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -100,6 +100,49 @@ fn the_ink_stays_in_frame_and_nothing_is_flipped() {
             let (lo, hi) = ((1.0 - s).powi(2) * (1.0 - q) * 0.75, (1.0 + s).powi(2) * (1.0 + q) * 1.25);
             assert!((lo..=hi).contains(&(after / before)), "{aug}: image {i}: ink {before} -> {after}");
         }
+    }
+}
+
+/// The elastic field is drawn in the blur's eigenbasis (see src/data/augment/elastic.rs);
+/// its spread must be that of its definition, uniform noise in [−1, 1] blurred by a
+/// Gaussian of σ truncated at 3σ, times α: per pixel a standard deviation of
+/// α·√(1/3)·‖b_y‖·‖b_x‖ (b the blur's weights reaching that row or column), and
+/// between two pixels of a row a correlation of ⟨b_x, b_x'⟩ / (‖b_x‖·‖b_x'‖).
+#[test]
+fn the_elastic_field_spreads_as_blurred_noise() {
+    let (n, alpha, sigma) = (28usize, 34.0f32, 4.0f64);
+    let radius = (3.0 * sigma).ceil() as i64;
+    let g = |d: i64| if d.abs() <= radius { (-((d * d) as f64) / (2.0 * sigma * sigma)).exp() } else { 0.0 };
+    let norm: f64 = (-radius..=radius).map(g).sum();
+    let weights = |i: usize| (0..n as i64).map(|a| g(i as i64 - a) / norm).collect::<Vec<_>>();
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let field = ElasticField::new(n, n, alpha, sigma as f32);
+    let stride = field.stride();
+    let draws = 4000;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut buf = vec![0.0f32; n * stride];
+    let probes = [(14usize, 14usize, 14usize), (0, 0, 4), (3, 25, 27), (20, 8, 9)];
+    // Sums of v, v², v·w for each probe (row y, columns x and x').
+    let mut sums = vec![[0.0f64; 5]; probes.len()];
+    for _ in 0..draws {
+        field.draw(&mut rng, &mut buf);
+        for (s, &(y, x, x2)) in sums.iter_mut().zip(&probes) {
+            let (v, w) = (buf[y * stride + x] as f64, buf[y * stride + x2] as f64);
+            for (acc, add) in s.iter_mut().zip([v, v * v, w, w * w, v * w]) {
+                *acc += add;
+            }
+        }
+    }
+    for (s, &(y, x, x2)) in sums.iter().zip(&probes) {
+        let m = |i: usize| s[i] / draws as f64;
+        let (sd_v, sd_w) = ((m(1) - m(0) * m(0)).sqrt(), (m(3) - m(2) * m(2)).sqrt());
+        let corr = (m(4) - m(0) * m(2)) / (sd_v * sd_w);
+        let (by, bx, bx2) = (weights(y), weights(x), weights(x2));
+        let want_sd = alpha as f64 * (1.0f64 / 3.0).sqrt() * dot(&by, &by).sqrt() * dot(&bx, &bx).sqrt();
+        let want_corr = dot(&bx, &bx2) / (dot(&bx, &bx) * dot(&bx2, &bx2)).sqrt();
+        assert!((sd_v / want_sd - 1.0).abs() < 0.05, "({y}, {x}): sd {sd_v} vs the blur's {want_sd}");
+        assert!(m(0).abs() < 0.1 * want_sd, "({y}, {x}): mean {}", m(0));
+        assert!((corr - want_corr).abs() < 0.05, "({y}, {x}–{x2}): correlation {corr} vs the blur's {want_corr}");
     }
 }
 

@@ -261,6 +261,7 @@ fn isa_probe() {
             records.extend(got.outputs);
         }
     }
+    records.push(distorted_digits());
     if let Ok(path) = std::env::var("LENET_PROBE_OUT") {
         let bytes: Vec<u8> = records
             .iter()
@@ -309,6 +310,17 @@ fn read_records(bytes: &[u8]) -> Vec<Vec<f32>> {
 /// against the f64 reference chain computed here, on this process's own (best)
 /// instruction set. The chain's lane types are then never the ones under test, except
 /// on a CPU with nothing but the baseline, where finite differences vouch for it.
+/// Strong distortions (elastic field included) of a few stand-in digits, as floats.
+fn distorted_digits() -> Vec<f32> {
+    use lenet::data::augment::{distort_split, Augment};
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let pixels: Vec<u8> = (0..8 * 784).map(|i| if (i % 28) / 7 == (i / 784) % 4 { rng.gen() } else { 0 }).collect();
+    let split =
+        lenet::data::Split { images: lenet::data::Images { count: 8, rows: 28, cols: 28, pixels }, labels: vec![0; 8] };
+    let aug: Augment = "translate=3,scale=0.2,shear=0.3,rotate=15,elastic".parse().unwrap();
+    distort_split(&split, &aug, 9, 1).images.pixels.iter().map(|&p| p as f32).collect()
+}
+
 #[test]
 fn kernels_agree_on_every_instruction_set() {
     let exe = std::env::current_exe().unwrap();
@@ -323,6 +335,7 @@ fn kernels_agree_on_every_instruction_set() {
         })
         .collect();
     let sets = lenet::layers::simd::available();
+    let mut first_distorted: Option<Vec<f32>> = None;
     for set in &sets {
         let out_path = dir.path().join(set.env_name());
         let out = std::process::Command::new(&exe)
@@ -347,6 +360,10 @@ fn kernels_agree_on_every_instruction_set() {
                 }
             }
         }
+        // Distortions promise the same bytes on every instruction set.
+        let distorted = records.next().unwrap();
+        let first = first_distorted.get_or_insert_with(|| distorted.clone());
+        assert!(distorted == *first, "{}: the distorted digits differ from {}'s", set.name(), sets[0].name());
         assert!(records.next().is_none(), "{}: more records than expected", set.name());
     }
     eprintln!(

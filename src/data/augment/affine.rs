@@ -1,0 +1,71 @@
+//! The affine part of a distortion: scale, squeeze, shear, rotation, then a
+//! translation kept to values that leave the digit's ink inside the frame.
+
+use rand::Rng;
+
+use super::Augment;
+
+/// One drawn affine map, output = a·(input − c) + c + t, with c the image centre.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Affine {
+    /// Row-major 2×2 matrix acting on (x, y).
+    pub a: [f32; 4],
+    pub t: [f32; 2],
+}
+
+impl Affine {
+    /// Where input point (x, y) lands, for an image of `rows`×`cols`.
+    pub fn apply(&self, x: f32, y: f32, rows: usize, cols: usize) -> (f32, f32) {
+        let (cx, cy) = centre(rows, cols);
+        let (dx, dy) = (x - cx, y - cy);
+        (self.a[0] * dx + self.a[1] * dy + cx + self.t[0], self.a[2] * dx + self.a[3] * dy + cy + self.t[1])
+    }
+}
+
+pub(super) fn centre(rows: usize, cols: usize) -> (f32, f32) {
+    ((cols as f32 - 1.0) / 2.0, (rows as f32 - 1.0) / 2.0)
+}
+
+/// The bounding box (x0, y0, x1, y1) of the nonzero pixels, None for a blank image.
+fn ink_box(img: &[u8], rows: usize, cols: usize) -> Option<[f32; 4]> {
+    // An OR over the row rather than any(): it vectorises.
+    let inked = |y: &usize| img[y * cols..(y + 1) * cols].iter().fold(0, |m, &v| m | v) > 0;
+    let y0 = (0..rows).find(inked)?;
+    let y1 = (0..rows).rev().find(inked)?;
+    let (mut x0, mut x1) = (cols, 0);
+    for row in img[y0 * cols..(y1 + 1) * cols].chunks(cols) {
+        if let Some(first) = row.iter().position(|&v| v > 0) {
+            x0 = x0.min(first);
+            x1 = x1.max(row.iter().rposition(|&v| v > 0).unwrap_or(first));
+        }
+    }
+    Some([x0 as f32, y0 as f32, x1 as f32, y1 as f32])
+}
+
+/// Draw the affine part for `img`, its translation kept to values that leave every
+/// ink pixel at least `margin` pixels inside the frame (where the digit allows).
+pub fn draw_affine(aug: &Augment, img: &[u8], rows: usize, cols: usize, margin: f32, rng: &mut impl Rng) -> Affine {
+    let mut sym = |m: f32| if m > 0.0 { rng.gen_range(-m..=m) } else { 0.0 };
+    let s = 1.0 + sym(aug.scale);
+    let q = 1.0 + sym(aug.squeeze);
+    let h = sym(aug.shear);
+    let r = sym(aug.rotate).to_radians();
+    let t = [sym(aug.translate), sym(aug.translate)];
+    // rotation · shear · (scale, squeezed in x)
+    let (sx, sy) = (s * q, s);
+    let m = [sx, h * sy, 0.0, sy];
+    let (cos, sin) = (r.cos(), r.sin());
+    let a = [cos * m[0] - sin * m[2], cos * m[1] - sin * m[3], sin * m[0] + cos * m[2], sin * m[1] + cos * m[3]];
+    let mut affine = Affine { a, t: [0.0, 0.0] };
+    let Some(b) = ink_box(img, rows, cols) else { return Affine { a, t } };
+    // Where the ink's corners land without translation, then the translations that keep
+    // them inside [margin, size − 1 − margin].
+    let corners = [(b[0], b[1]), (b[2], b[1]), (b[0], b[3]), (b[2], b[3])].map(|(x, y)| affine.apply(x, y, rows, cols));
+    let lo = |i: usize| corners.iter().map(|c| if i == 0 { c.0 } else { c.1 }).fold(f32::INFINITY, f32::min);
+    let hi = |i: usize| corners.iter().map(|c| if i == 0 { c.0 } else { c.1 }).fold(f32::NEG_INFINITY, f32::max);
+    for (i, size) in [(0, cols), (1, rows)] {
+        let (min_t, max_t) = (margin - lo(i), size as f32 - 1.0 - margin - hi(i));
+        affine.t[i] = if min_t <= max_t { t[i].clamp(min_t, max_t) } else { (min_t + max_t) / 2.0 };
+    }
+    affine
+}
