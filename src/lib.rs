@@ -15,6 +15,7 @@ pub mod layers;
 pub mod network;
 pub mod optim;
 pub mod predict;
+pub mod reference;
 pub mod report;
 pub mod run;
 pub mod schedule;

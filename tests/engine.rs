@@ -1,8 +1,8 @@
 //! The CPU engine's fused program (tiles of 16 examples, activations fused into
 //! convolutions and linear layers, one parallel region per pass) against the
 //! per-layer program on the same engine, and both against the f64 reference chain
-//! (tests/common/reference.rs) on every instruction set this CPU has, the chain
-//! computed on another instruction set than the one it checks (where there is one).
+//! (`lenet::reference::chain`, plain loops that no instruction set changes) on every
+//! instruction set this CPU has.
 
 use lenet::engine::cpu::CpuEngine;
 use lenet::layers::simd::isa;

@@ -1,6 +1,6 @@
-//! The whole network: the f64 reference chain (tests/common/reference.rs, built from
-//! the spec and the layer functions) is checked against finite differences, and the
-//! f32 `Network` on the CPU engine is checked against that reference.
+//! The whole network: the f64 reference chain (`lenet::reference::chain`, built from
+//! the spec and the reference layers' plain loops) is checked against finite
+//! differences, and the f32 `Network` on the CPU engine is checked against it.
 
 use lenet::engine::cpu::CpuEngine;
 use lenet::network::Network;
