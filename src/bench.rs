@@ -297,7 +297,7 @@ where
 {
     let started = Instant::now();
     let n = epoch.order.len();
-    let (mut seen, mut first, mut last) = (0, (f64::NAN, f64::NAN), f64::NAN);
+    let (mut seen, mut first) = (0, (f64::NAN, f64::NAN));
     for _ in 0..batches {
         if epoch.cursor >= n {
             epoch.order.shuffle(&mut epoch.rng);
@@ -306,13 +306,16 @@ where
         let idx = &epoch.order[epoch.cursor..(epoch.cursor + config.batch).min(n)];
         let b = idx.len();
         epoch.cursor += b;
-        let loss = net.train_step(examples, idx, opt, config.lr, None).mean();
+        net.reset_train_stats();
+        net.train_step(examples, idx, opt, config.lr, None);
         if first.0.is_nan() {
-            first = (loss, started.elapsed().as_secs_f64());
+            // Read back once, after the first step (on a GPU this waits for it).
+            first = (net.train_stats().mean_loss(), started.elapsed().as_secs_f64());
         }
-        last = loss;
         seen += b;
     }
+    // The last step's loss: the tally holds only that step.
+    let last = net.train_stats().mean_loss();
     (seen, first, last)
 }
 

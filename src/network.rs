@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Result};
 
-use crate::engine::{Chain, Engine, LayerOp as Op, Program};
+use crate::engine::{Chain, Engine, LayerOp as Op, Program, TrainStats};
 use crate::init::ParamInfo;
 use crate::layers::conv::ConvGeom;
 use crate::layers::loss::LossStats;
@@ -30,6 +30,8 @@ pub struct Network<E: Engine> {
     masks: Vec<(std::ops::Range<usize>, Vec<f32>)>,
     /// The masks in the engine's memory, in the same order.
     mask_bufs: Vec<E::Buf>,
+    /// The training passes' running statistics since the last reset, where they ran.
+    tally: E::Tally,
 }
 
 /// The parameter tensors of resolved layers, in order: for each layer with
@@ -169,6 +171,7 @@ impl<E: Engine> Network<E> {
         Ok(Self {
             masks,
             mask_bufs,
+            tally: engine.tally(),
             params: engine.alloc(n_params),
             grads: engine.alloc(n_params),
             program: engine.program(&chain),
@@ -278,7 +281,8 @@ impl<E: Engine> Network<E> {
     /// loss, backward, gradient clipping to norm `clip` (if given) and the optimizer's
     /// update at `lr`, as one job on the engine's workers ([`Program::train_pass`]). A
     /// non-finite loss adds no gradient and skips the update (the parameters are
-    /// left as they were); the caller sees it in the returned statistics.
+    /// left as they were). The batch's loss statistics are counted where the step ran,
+    /// not returned: read them with [`Self::train_stats`] when they are to be shown.
     pub fn train_step(
         &mut self,
         examples: &E::Examples,
@@ -286,24 +290,34 @@ impl<E: Engine> Network<E> {
         opt: &mut Optimizer,
         lr: f64,
         clip: Option<f32>,
-    ) -> LossStats
-    where
+    ) where
         Self: Send,
     {
         self.on_workers(|net| {
             let n = indices.len();
             net.load_batch(examples, indices);
             net.zero_grad();
-            let stats = net.program.train_pass(&net.engine, &net.params, &mut net.grads, n, net.class_weights.as_ref());
+            let cw = net.class_weights.as_ref();
+            let update = net.program.train_pass(&net.engine, &net.params, &mut net.grads, n, cw, &mut net.tally);
             net.mask_grads();
-            if stats.mean().is_finite() {
+            if update {
                 if let Some(max) = clip {
                     net.clip_grad_norm(max);
                 }
                 net.step(opt, lr);
             }
-            stats
         })
+    }
+
+    /// The running statistics of the training steps since the last
+    /// [`Self::reset_train_stats`] (on a GPU, a read-back: call it only to show them).
+    pub fn train_stats(&self) -> TrainStats {
+        self.engine.tally_read(&self.tally)
+    }
+
+    /// Start counting training statistics afresh (at the start of an epoch).
+    pub fn reset_train_stats(&mut self) {
+        self.tally = self.engine.tally();
     }
 
     /// The examples at `indices` of a resident split through the network, without

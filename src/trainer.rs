@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{Checkpoint, Meta};
 use crate::data::augment::{distort_split, Augment};
 use crate::data::{DatasetKind, Split};
-use crate::engine::Engine;
+use crate::engine::{Engine, TrainStats};
 use crate::eval::{evaluate, EvalResult};
 use crate::init::{init_params, Init};
 use crate::network::Network;
@@ -192,9 +192,10 @@ impl EpochMetrics {
 /// Hooks for showing progress; every method has a silent default.
 pub trait Observer {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
-    /// After each batch, with the epoch's running mean loss and accuracy.
-    fn batch_end(&mut self, _batch: usize, _loss: f64, _acc: f64) {}
-    /// About 5 times per epoch (see [`is_curve_batch`]), after `batch_end`.
+    /// After each batch (1-based): how far the epoch has got.
+    fn batch_end(&mut self, _batch: usize) {}
+    /// About 5 times per epoch (see [`is_curve_batch`]), after `batch_end`, with the
+    /// epoch's running mean loss and accuracy: the only times they are read back.
     fn curve_point(&mut self, _point: &CurvePoint) {}
     fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
 }
@@ -363,28 +364,28 @@ where
         }
         let batches = order.len().div_ceil(self.config.batch);
         obs.epoch_start(epoch, self.config.epochs, batches);
-        let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
+        // The running statistics stay where the steps run; they are read only at the
+        // epoch's curve points (the last batch is one), which is also where a loss that
+        // stopped being a number is noticed.
+        self.net.reset_train_stats();
+        let mut stats = TrainStats::default();
         let mut train_secs = train_secs_before;
         let mut points = Vec::with_capacity(CURVE_POINTS_PER_EPOCH + 1);
         for (b, idx) in order.chunks(self.config.batch).enumerate() {
             let t = Instant::now();
-            let n = idx.len();
-            let stats = self.net.train_step(&self.train, idx, &mut self.opt, lr, self.config.clip_grad_norm);
-            let loss = stats.mean();
-            if !loss.is_finite() {
-                return Err(Diverged { epoch, batch: b + 1, loss, lr, suggested: lr / 2.0 }.into());
-            }
+            self.net.train_step(&self.train, idx, &mut self.opt, lr, self.config.clip_grad_norm);
             train_secs += t.elapsed().as_secs_f64();
-            // As d2l: the batch's mean loss weighted by its size.
-            loss_sum += loss * n as f64;
-            correct += stats.correct;
-            seen += n;
-            obs.batch_end(b + 1, loss_sum / seen as f64, correct as f64 / seen as f64);
+            obs.batch_end(b + 1);
             if is_curve_batch(b + 1, batches) {
+                stats = self.net.train_stats();
+                if let Some((batch, loss)) = stats.first_nonfinite {
+                    return Err(Diverged { epoch, batch, loss, lr, suggested: lr / 2.0 }.into());
+                }
+                // As d2l: the running mean of the batches' mean losses, weighted by size.
                 let point = CurvePoint {
                     epoch: (epoch - 1) as f64 + (b + 1) as f64 / batches as f64,
-                    train_loss: loss_sum / seen as f64,
-                    train_acc: correct as f64 / seen as f64,
+                    train_loss: stats.mean_loss(),
+                    train_acc: stats.accuracy(),
                 };
                 obs.curve_point(&point);
                 points.push(point);
@@ -394,14 +395,14 @@ where
         let val = self.val.as_ref().map(|v| evaluate(&mut self.net, v, EVAL_BATCH));
         let metrics = EpochMetrics {
             epoch,
-            train_loss: loss_sum / seen as f64,
-            train_acc: correct as f64 / seen as f64,
+            train_loss: stats.mean_loss(),
+            train_acc: stats.accuracy(),
             val_loss: val.as_ref().map(|v| v.loss),
             val_acc: val.as_ref().map(|v| v.accuracy),
             test_loss: test.loss,
             test_acc: test.accuracy,
             lr,
-            examples_per_sec: seen as f64 / train_secs.max(1e-9),
+            examples_per_sec: stats.examples as f64 / train_secs.max(1e-9),
             seconds: started.elapsed().as_secs_f64(),
             points,
         };

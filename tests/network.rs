@@ -3,6 +3,7 @@
 //! differences, and the f32 `Network` on the CPU engine is checked against it.
 
 use lenet::engine::cpu::CpuEngine;
+use lenet::engine::TrainStats;
 use lenet::network::Network;
 use lenet::spec::{Activation, Criterion, LenetOptions, Spec};
 use rand::{Rng, SeedableRng};
@@ -185,7 +186,9 @@ fn train_step_and_infer_are_the_passes_in_one_job() {
         let (mut b, ex_b, mut opt_b) = new_net_of(spec, threads, class_weights);
         let n = idx.len();
         for _ in 0..3 {
-            let stats = a.train_step(&ex_a, idx, &mut opt_a, 0.1, Some(1.0));
+            a.reset_train_stats();
+            a.train_step(&ex_a, idx, &mut opt_a, 0.1, Some(1.0));
+            let stats = a.train_stats();
             b.load_batch(&ex_b, idx);
             b.zero_grad();
             b.forward(n);
@@ -193,7 +196,9 @@ fn train_step_and_infer_are_the_passes_in_one_job() {
             b.backward(n);
             b.clip_grad_norm(1.0);
             b.step(&mut opt_b, 0.1);
-            assert_eq!(stats, expected, "{threads} threads, batch of {n}");
+            let mut want = TrainStats::default();
+            want.add(&expected, n);
+            assert_eq!(stats, want, "{threads} threads, batch of {n}");
             assert_eq!(bits(a.grads()), bits(b.grads()), "{threads} threads, batch of {n}");
         }
         assert_eq!(bits(a.params()), bits(b.params()), "{threads} threads, batch of {n}");
@@ -216,12 +221,17 @@ fn train_step_and_infer_are_the_passes_in_one_job() {
         assert_eq!(bits(logits), bits(b.logits(n)), "batch of {n}");
     }
 
-    // A diverged step: the loss is reported, the parameters stay.
-    let mut broken = params.clone();
+    // A diverged step: the loss is reported (as the tally's first non-finite batch,
+    // after a finite one), the parameters stay.
+    a.reset_train_stats();
+    a.train_step(&ex_a, &indices, &mut opt_a, 0.1, None);
+    let mut broken = a.params();
     broken[0] = f32::NAN;
     a.set_params(&broken).unwrap();
-    let stats = a.train_step(&ex_a, &indices, &mut opt_a, 0.1, None);
-    assert!(!stats.mean().is_finite());
+    a.train_step(&ex_a, &indices, &mut opt_a, 0.1, None);
+    let stats = a.train_stats();
+    assert!(matches!(stats.first_nonfinite, Some((2, loss)) if !loss.is_finite()), "{stats:?}");
+    assert_eq!((stats.batches, stats.examples), (2, 2 * indices.len()));
     assert_eq!(bits(a.params()), bits(broken));
 }
 

@@ -53,18 +53,22 @@ fn toy_split(n: usize, seed: u64) -> Split {
 #[derive(Default)]
 struct Record {
     batches: usize,
-    running: Vec<(usize, f64, f64)>,
+    /// The epoch's batch_end calls, and how many had come before each curve point.
+    ended: Vec<usize>,
+    point_after: Vec<usize>,
     points: Vec<CurvePoint>,
 }
 impl Observer for Record {
     fn epoch_start(&mut self, _e: usize, _n: usize, batches: usize) {
         self.batches = batches;
-        self.running.clear();
+        self.ended.clear();
+        self.point_after.clear();
     }
-    fn batch_end(&mut self, batch: usize, loss: f64, acc: f64) {
-        self.running.push((batch, loss, acc));
+    fn batch_end(&mut self, batch: usize) {
+        self.ended.push(batch);
     }
     fn curve_point(&mut self, p: &CurvePoint) {
+        self.point_after.push(self.ended.len());
         self.points.push(*p);
     }
 }
@@ -90,13 +94,18 @@ fn trainer_records_running_means_at_fractional_epochs() {
         let batches = rec.batches;
         assert_eq!(batches, 19);
         let want: Vec<usize> = (1..=batches).filter(|&b| is_curve_batch(b, batches)).collect();
+        assert_eq!(rec.ended, (1..=batches).collect::<Vec<_>>(), "every batch's end, in order");
+        assert_eq!(rec.point_after, want, "a point right after each curve batch");
         assert_eq!(m.points.len(), want.len());
         assert_eq!(&rec.points[before..], m.points.as_slice(), "the observer sees the stored points");
         for (p, &b) in m.points.iter().zip(&want) {
-            // The running means the trainer reported after that batch, at epoch (e-1) + b/B.
-            let (_, loss, acc) = rec.running[b - 1];
-            assert_eq!((p.train_loss, p.train_acc), (loss, acc));
+            // At epoch (e-1) + b/B, running means that are means: within [0, 1] for
+            // the accuracy, over a fraction of the epoch's examples in whole batches.
             assert!((p.epoch - ((epoch - 1) as f64 + b as f64 / batches as f64)).abs() < 1e-12);
+            let examples = (b * 32).min(600);
+            let correct = p.train_acc * examples as f64;
+            assert!((correct - correct.round()).abs() < 1e-9, "accuracy {} over {examples}", p.train_acc);
+            assert!(p.train_loss.is_finite() && p.train_loss > 0.0);
         }
         let last = m.points.last().unwrap();
         assert_eq!((last.epoch, last.train_loss, last.train_acc), (epoch as f64, m.train_loss, m.train_acc));

@@ -196,6 +196,8 @@ struct Console {
     bar: Option<ProgressBar>,
     epochs: usize,
     live: Live,
+    /// The epoch's running (loss, accuracy) at its last curve point.
+    running: Option<(f64, f64)>,
 }
 
 enum Live {
@@ -245,7 +247,7 @@ impl Console {
                 }
             },
         };
-        Console { bar: None, epochs: 0, live }
+        Console { bar: None, epochs: 0, live, running: None }
     }
 
     fn finish(self) {
@@ -260,6 +262,7 @@ impl Console {
 impl Observer for Console {
     fn epoch_start(&mut self, epoch: usize, epochs: usize, batches: usize) {
         self.epochs = epochs;
+        self.running = None;
         if let Live::Chart(chart) = &mut self.live {
             (chart.epoch, chart.batches) = (epoch, batches);
             chart.curves.epochs = chart.curves.epochs.max(epochs);
@@ -278,10 +281,12 @@ impl Observer for Console {
             self.bar = Some(bar);
         }
     }
-    fn batch_end(&mut self, batch: usize, loss: f64, acc: f64) {
+    fn batch_end(&mut self, batch: usize) {
+        // The loss and accuracy are the last curve point's: read back only there.
+        let running = self.running.map_or(String::new(), |(loss, acc)| format!("  loss {loss:.3}  train acc {acc:.3}"));
         if let Live::Chart(c) = &mut self.live {
             c.status = format!(
-                "epoch {}/{} {} {batch}/{} batches  loss {loss:.3}  train acc {acc:.3}",
+                "epoch {}/{} {} {batch}/{} batches{running}",
                 c.epoch,
                 self.epochs,
                 live::bar(batch, c.batches, 30),
@@ -291,10 +296,11 @@ impl Observer for Console {
         }
         if let Some(bar) = &self.bar {
             bar.set_position(batch as u64);
-            bar.set_message(format!("loss {loss:.3}  train acc {acc:.3}"));
+            bar.set_message(running.trim_start().to_string());
         }
     }
     fn curve_point(&mut self, p: &CurvePoint) {
+        self.running = Some((p.train_loss, p.train_acc));
         match &mut self.live {
             Live::Off => {}
             Live::Lines => {

@@ -8,7 +8,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::tiled::Tiled;
-use super::{Chain, Engine, Program};
+use super::{Chain, Engine, Program, TrainStats};
 use crate::data::Images;
 use crate::input::{fit_images, pixel_affine};
 use crate::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
@@ -65,6 +65,17 @@ impl Engine for CpuEngine {
     type View<'a> = &'a [f32];
     type ViewMut<'a> = &'a mut [f32];
     type Examples = CpuExamples;
+    type Tally = TrainStats;
+
+    fn tally(&self) -> TrainStats {
+        TrainStats::default()
+    }
+    fn tally_add(&self, tally: &mut TrainStats, stats: &LossStats, batch: usize) {
+        tally.add(stats, batch);
+    }
+    fn tally_read(&self, tally: &TrainStats) -> TrainStats {
+        *tally
+    }
 
     fn describe(&self) -> String {
         format!("cpu ({} thread{})", self.threads, if self.threads == 1 { "" } else { "s" })

@@ -88,6 +88,46 @@ impl Chain {
     }
 }
 
+/// The running loss statistics of an epoch's training passes, as the trainer prints
+/// them. An engine sums them where the passes run (a GPU: on the device, so that no
+/// training step waits for the host) in its [`Engine::Tally`]; the host reads them back
+/// only when it prints (the ~5 curve points of an epoch and its last line).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrainStats {
+    /// Σ over batches of the batch's mean loss times its size (as d2l sums it).
+    pub loss_sum: f64,
+    /// Examples whose highest output was the label.
+    pub correct: usize,
+    pub examples: usize,
+    pub batches: usize,
+    /// The first batch (1-based, since the tally was reset) whose loss was not a
+    /// number, and that loss.
+    pub first_nonfinite: Option<(usize, f64)>,
+}
+
+impl TrainStats {
+    /// Count one batch of `examples` with statistics `s`.
+    pub fn add(&mut self, s: &LossStats, examples: usize) {
+        let loss = s.mean();
+        self.batches += 1;
+        if !loss.is_finite() && self.first_nonfinite.is_none() {
+            self.first_nonfinite = Some((self.batches, loss));
+        }
+        self.loss_sum += loss * examples as f64;
+        self.correct += s.correct;
+        self.examples += examples;
+    }
+
+    /// The running mean loss (of the batches' means, weighted by their sizes).
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.examples as f64
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.examples as f64
+    }
+}
+
 /// A compiled network on an engine: the activations and scratch it needs, and the
 /// passes over them. Parameters and gradients stay with the network.
 pub trait Program<E: Engine>: Send {
@@ -108,8 +148,11 @@ pub trait Program<E: Engine>: Send {
     /// Backpropagate from ∂L/∂logits, accumulating (`+=`) into `grads`.
     fn backward(&mut self, engine: &E, params: &E::Buf, grads: &mut E::Buf, batch: usize);
     /// A training pass over the loaded batch: forward, loss with ∂L/∂logits and,
-    /// when the loss is finite, backward into `grads` (`+=`). Afterwards only the
-    /// last layer's output may be asked for. By default the three passes above; a
+    /// when the loss is finite, backward into `grads` (`+=`); the batch's loss
+    /// statistics go into `tally`. Afterwards only the last layer's output may be asked
+    /// for. Returns whether the update may go ahead (the loss was finite); an engine
+    /// that could only tell by waiting for the device returns true and has its update
+    /// skip a non-finite batch on the device. By default the three passes above; a
     /// program may interleave them (the CPU's runs each tile pair's forward and
     /// backward passes back to back, while its values are in the cache).
     fn train_pass(
@@ -119,13 +162,16 @@ pub trait Program<E: Engine>: Send {
         grads: &mut E::Buf,
         batch: usize,
         class_weights: Option<&E::Buf>,
-    ) -> LossStats {
+        tally: &mut E::Tally,
+    ) -> bool {
         self.forward(engine, params, batch);
         let stats = self.loss(engine, batch, class_weights, true);
-        if stats.mean().is_finite() {
+        let finite = stats.mean().is_finite();
+        if finite {
             self.backward(engine, params, grads, batch);
         }
-        stats
+        engine.tally_add(tally, &stats, batch);
+        finite
     }
     /// Layer `i`'s output (B, ...) of the last forward pass, as host values.
     fn output(&self, engine: &E, params: &E::Buf, i: usize, batch: usize) -> Vec<f32>;
@@ -149,6 +195,15 @@ pub trait Engine: Sync + Sized + 'static {
         Self: 'a;
     /// A dataset split resident in the engine's memory (fitted u8 pixels and labels).
     type Examples: Send + Sync;
+    /// Running training statistics ([`TrainStats`]) where the passes run.
+    type Tally: Send;
+
+    /// An empty tally.
+    fn tally(&self) -> Self::Tally;
+    /// Count one batch's statistics, computed by the host, in a tally.
+    fn tally_add(&self, tally: &mut Self::Tally, stats: &LossStats, batch: usize);
+    /// What a tally holds (on a GPU, a read-back: only when printing).
+    fn tally_read(&self, tally: &Self::Tally) -> TrainStats;
 
     /// E.g. `cpu (2 threads)`.
     fn describe(&self) -> String;

@@ -24,7 +24,7 @@
 
 use super::chunks::for_each_chunk;
 use super::cpu::{CpuEngine, CpuExamples};
-use super::{Chain, LayerOp, Program};
+use super::{Chain, LayerOp, Program, TrainStats};
 use crate::layers::conv::{self, ConvGeom};
 use crate::layers::loss::{self, softmax_xent, LossStats};
 use crate::layers::pool::{self, PoolGeom};
@@ -934,7 +934,8 @@ impl Program<CpuEngine> for Tiled {
         grads: &mut Vec<f32>,
         batch: usize,
         class_weights: Option<&Vec<f32>>,
-    ) -> LossStats {
+        tally: &mut TrainStats,
+    ) -> bool {
         self.kept = false;
         self.flip_weights(params);
         let classes = self.classes();
@@ -975,10 +976,12 @@ impl Program<CpuEngine> for Tiled {
             }
         }
         self.prof_serial[1] += clock.lap();
-        if stats.mean().is_finite() {
+        let finite = stats.mean().is_finite();
+        if finite {
             self.add_chunk_grads(grads, used);
         }
-        stats
+        tally.add(&stats, batch);
+        finite
     }
 
     fn set_profiling(&mut self, on: bool) {
