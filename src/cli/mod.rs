@@ -4,6 +4,8 @@ mod arch;
 mod bench;
 mod compare;
 mod data;
+#[cfg(feature = "gpu")]
+mod devices;
 mod eval;
 mod export;
 mod predict;
@@ -51,6 +53,9 @@ pub enum Command {
     /// Get, check and look at the datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// List the GPU adapters (Vulkan, Metal, DX12) and say where --device auto would run.
+    #[cfg(feature = "gpu")]
+    Devices,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -68,5 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compare(args) => compare::run(args),
         Command::Bench(args) => bench::run(*args, cli.data_dir.as_deref()),
         Command::Data(cmd) => data::run(cmd, cli.data_dir.as_deref()),
+        #[cfg(feature = "gpu")]
+        Command::Devices => devices::run(),
     }
 }

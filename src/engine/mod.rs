@@ -14,6 +14,8 @@
 
 mod chunks;
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod single;
 pub mod tiled;
 

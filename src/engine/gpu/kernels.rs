@@ -1,0 +1,330 @@
+//! The GPU's kernels: WGSL compute shaders (one file per layer kind in `shaders/`,
+//! forward and backward entry points side by side), compiled once per device, and the
+//! plumbing that runs them on f32 storage buffers.
+//!
+//! Every entry point writes each output value from one invocation that sums its terms
+//! in a fixed order: no float atomics, so a rerun on the same device gives the same
+//! bits. (A long sum, such as a convolution's weight gradient over a whole batch, is
+//! summed sequentially in f32 by one invocation: exact to the order of its terms, not
+//! fast; a fixed-order tree reduction is the next step for speed.)
+
+use std::collections::HashMap;
+
+use wgpu::util::DeviceExt;
+
+use super::device::Gpu;
+use crate::layers::conv::ConvGeom;
+use crate::layers::pool::{PoolGeom, PoolKind};
+use crate::layers::subsample::SubsampleGeom;
+use crate::spec::Activation;
+
+/// Invocations per workgroup, as every shader declares (`@workgroup_size(64)`).
+const GROUP: u32 = 64;
+/// The most workgroups one dispatch dimension may have.
+const MAX_GROUPS: u32 = 65_535;
+
+/// An f32 buffer on the GPU.
+pub struct GpuBuf {
+    pub buffer: wgpu::Buffer,
+    pub len: usize,
+}
+
+/// A shader's entry point compiled, and which bindings it reads and writes.
+struct Entry {
+    pipeline: wgpu::ComputePipeline,
+}
+
+/// The compiled kernels of one device.
+pub struct Kernels {
+    gpu: Gpu,
+    entries: HashMap<&'static str, Entry>,
+}
+
+/// The shader files, by layer kind.
+const SHADERS: &[(&str, &str, &[&str])] = &[
+    ("conv", include_str!("shaders/conv.wgsl"), &["forward", "backward_input", "backward_weight", "backward_bias"]),
+    ("pool", include_str!("shaders/pool.wgsl"), &["forward", "backward"]),
+    ("activation", include_str!("shaders/activation.wgsl"), &["forward", "backward"]),
+    ("linear", include_str!("shaders/linear.wgsl"), &["forward", "backward_input", "backward_weight", "backward_bias"]),
+    ("subsample", include_str!("shaders/subsample.wgsl"), &["forward", "backward_input", "backward_params"]),
+    ("rbf", include_str!("shaders/rbf.wgsl"), &["forward", "backward"]),
+];
+
+impl Kernels {
+    /// Compile every shader for `gpu`. A shader the driver refuses is an error naming it.
+    pub fn new(gpu: Gpu) -> anyhow::Result<Kernels> {
+        let mut entries = HashMap::new();
+        for &(kind, source, points) in SHADERS {
+            let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kind),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+            for &point in points {
+                let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(point),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(point),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                let name: &'static str = Box::leak(format!("{kind}.{point}").into_boxed_str());
+                entries.insert(name, Entry { pipeline });
+            }
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                anyhow::bail!("the GPU driver refused shaders/{kind}.wgsl: {e}");
+            }
+        }
+        Ok(Kernels { gpu, entries })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// A buffer holding `values`.
+    pub fn upload(&self, values: &[f32]) -> GpuBuf {
+        let buffer = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(&padded(values)),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        });
+        GpuBuf { buffer, len: values.len() }
+    }
+
+    /// A buffer of `len` zeros.
+    pub fn zeros(&self, len: usize) -> GpuBuf {
+        self.upload(&vec![0.0; len])
+    }
+
+    /// The values of `buf`, read back (waits for everything submitted before).
+    pub fn download(&self, buf: &GpuBuf) -> Vec<f32> {
+        let size = buf.buffer.size();
+        let staging = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, size);
+        self.gpu.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("the GPU finished its work");
+        rx.recv().expect("the map callback ran").expect("the read-back buffer mapped");
+        let values = {
+            let view = staging.get_mapped_range(..).expect("a mapped range");
+            bytemuck::cast_slice::<u8, f32>(&view)[..buf.len].to_vec()
+        };
+        staging.unmap();
+        values
+    }
+
+    /// Run entry point `name` over `invocations` invocations with the uniform `params`
+    /// at binding 0 and `buffers` at their bindings.
+    fn run(&self, name: &str, params: &[u32], buffers: &[(u32, &GpuBuf)], invocations: usize) {
+        let entry = &self.entries[name];
+        let uniform = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::cast_slice(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        entries.extend(
+            buffers
+                .iter()
+                .map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.buffer.as_entire_binding() }),
+        );
+        let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &entry.pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let groups = (invocations as u64).div_ceil(GROUP as u64).max(1);
+        let (x, y) = if groups <= MAX_GROUPS as u64 {
+            (groups as u32, 1)
+        } else {
+            (MAX_GROUPS, groups.div_ceil(MAX_GROUPS as u64) as u32)
+        };
+        let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
+        {
+            let mut pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
+            pass.set_pipeline(&entry.pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(x, y, 1);
+        }
+        self.gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// out (B, O, OH, OW) = conv(inp (B, C, H, W)) with w (O, C, K, K) and b (O).
+    pub fn conv_forward(&self, g: &ConvGeom, batch: usize, inp: &GpuBuf, w: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
+        let invocations = batch * g.out_len();
+        self.run("conv.forward", &conv_params(g, batch), &[(1, inp), (2, w), (3, b), (4, out)], invocations);
+    }
+
+    /// dw += ∂L/∂w, db += ∂L/∂b and, when given, dinp = ∂L/∂inp.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_backward(
+        &self,
+        g: &ConvGeom,
+        batch: usize,
+        inp: &GpuBuf,
+        w: &GpuBuf,
+        dout: &GpuBuf,
+        dw: &GpuBuf,
+        db: &GpuBuf,
+        dinp: Option<&GpuBuf>,
+    ) {
+        let p = conv_params(g, batch);
+        if let Some(dinp) = dinp {
+            self.run("conv.backward_input", &p, &[(2, w), (5, dout), (6, dinp)], batch * g.in_len());
+        }
+        self.run("conv.backward_weight", &p, &[(1, inp), (5, dout), (7, dw)], g.weight_len());
+        self.run("conv.backward_bias", &p, &[(5, dout), (8, db)], g.o);
+    }
+}
+
+impl Kernels {
+    /// Planes of H×W pooled to OH×OW.
+    pub fn pool_forward(&self, g: &PoolGeom, planes: usize, inp: &GpuBuf, out: &GpuBuf) {
+        self.run("pool.forward", &pool_params(g, planes), &[(1, inp), (2, out)], planes * g.oh() * g.ow());
+    }
+
+    /// dinp = ∂L/∂inp (written).
+    pub fn pool_backward(&self, g: &PoolGeom, planes: usize, inp: &GpuBuf, dout: &GpuBuf, dinp: &GpuBuf) {
+        self.run("pool.backward", &pool_params(g, planes), &[(1, inp), (3, dout), (4, dinp)], planes * g.h * g.w);
+    }
+
+    /// out = f(inp), elementwise over `n` values.
+    pub fn activation_forward(&self, a: Activation, n: usize, inp: &GpuBuf, out: &GpuBuf) {
+        self.run("activation.forward", &activation_params(a, n), &[(1, inp), (2, out)], n);
+    }
+
+    /// dinp = f'(inp) · dout (written).
+    pub fn activation_backward(&self, a: Activation, n: usize, inp: &GpuBuf, dout: &GpuBuf, dinp: &GpuBuf) {
+        self.run("activation.backward", &activation_params(a, n), &[(1, inp), (3, dout), (4, dinp)], n);
+    }
+
+    /// out (B, N) = inp (B, K) · wᵀ + b.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_forward(&self, batch: usize, k: usize, n: usize, inp: &GpuBuf, w: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
+        let p = [batch, k, n, 0].map(|v| v as u32);
+        self.run("linear.forward", &p, &[(1, inp), (2, w), (3, b), (4, out)], batch * n);
+    }
+
+    /// dw += ∂L/∂w, db += ∂L/∂b, dinp = ∂L/∂inp.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_backward(
+        &self,
+        batch: usize,
+        k: usize,
+        n: usize,
+        inp: &GpuBuf,
+        w: &GpuBuf,
+        dout: &GpuBuf,
+        dw: &GpuBuf,
+        db: &GpuBuf,
+        dinp: &GpuBuf,
+    ) {
+        let p = [batch, k, n, 0].map(|v| v as u32);
+        self.run("linear.backward_input", &p, &[(2, w), (5, dout), (6, dinp)], batch * k);
+        self.run("linear.backward_weight", &p, &[(1, inp), (5, dout), (7, dw)], n * k);
+        self.run("linear.backward_bias", &p, &[(5, dout), (8, db)], n);
+    }
+
+    /// out (B, C, OH, OW) = coef[c] · Σ_block inp + bias[c].
+    #[allow(clippy::too_many_arguments)]
+    pub fn subsample_forward(
+        &self,
+        g: &SubsampleGeom,
+        batch: usize,
+        inp: &GpuBuf,
+        coef: &GpuBuf,
+        bias: &GpuBuf,
+        out: &GpuBuf,
+    ) {
+        let p = subsample_params(g, batch);
+        self.run("subsample.forward", &p, &[(1, inp), (2, coef), (3, bias), (4, out)], batch * g.out_len());
+    }
+
+    /// dcoef += ∂L/∂coef, dbias += ∂L/∂bias and, when given, dinp = ∂L/∂inp.
+    #[allow(clippy::too_many_arguments)]
+    pub fn subsample_backward(
+        &self,
+        g: &SubsampleGeom,
+        batch: usize,
+        inp: &GpuBuf,
+        coef: &GpuBuf,
+        dout: &GpuBuf,
+        dcoef: &GpuBuf,
+        dbias: &GpuBuf,
+        dinp: Option<&GpuBuf>,
+    ) {
+        let p = subsample_params(g, batch);
+        if let Some(dinp) = dinp {
+            self.run("subsample.backward_input", &p, &[(2, coef), (5, dout), (6, dinp)], batch * g.in_len());
+        }
+        self.run("subsample.backward_params", &p, &[(1, inp), (5, dout), (7, dcoef), (8, dbias)], g.c);
+    }
+
+    /// out (B, N) = −Σ_j (inp (B, K) − centres (N, K))².
+    #[allow(clippy::too_many_arguments)]
+    pub fn rbf_forward(&self, batch: usize, k: usize, n: usize, inp: &GpuBuf, centres: &GpuBuf, out: &GpuBuf) {
+        let p = [batch, k, n, 0].map(|v| v as u32);
+        self.run("rbf.forward", &p, &[(1, inp), (2, centres), (4, out)], batch * n);
+    }
+
+    /// dinp = ∂L/∂inp (written; the centres are fixed).
+    #[allow(clippy::too_many_arguments)]
+    pub fn rbf_backward(
+        &self,
+        batch: usize,
+        k: usize,
+        n: usize,
+        inp: &GpuBuf,
+        centres: &GpuBuf,
+        dout: &GpuBuf,
+        dinp: &GpuBuf,
+    ) {
+        let p = [batch, k, n, 0].map(|v| v as u32);
+        self.run("rbf.backward", &p, &[(1, inp), (2, centres), (5, dout), (6, dinp)], batch * k);
+    }
+}
+
+fn pool_params(g: &PoolGeom, planes: usize) -> Vec<u32> {
+    let is_max = matches!(g.kind, PoolKind::Max) as usize;
+    [g.h, g.w, g.size, g.stride, g.oh(), g.ow(), planes, is_max].iter().map(|&v| v as u32).collect()
+}
+
+fn activation_params(a: Activation, n: usize) -> Vec<u32> {
+    let (kind, slope) = match a {
+        Activation::Sigmoid => (0, 0.0),
+        Activation::Tanh => (1, 0.0),
+        Activation::ScaledTanh => (2, 0.0),
+        Activation::Relu => (3, 0.0),
+        Activation::LeakyRelu(s) => (4, s),
+    };
+    vec![n as u32, kind, f32::to_bits(slope), 0]
+}
+
+fn subsample_params(g: &SubsampleGeom, batch: usize) -> Vec<u32> {
+    [g.c, g.h, g.w, g.size, g.oh(), g.ow(), batch, 0].iter().map(|&v| v as u32).collect()
+}
+
+/// Storage buffers may not be empty: a zero-length tensor gets one unused value.
+fn padded(values: &[f32]) -> Vec<f32> {
+    if values.is_empty() {
+        vec![0.0]
+    } else {
+        values.to_vec()
+    }
+}
+
+fn conv_params(g: &ConvGeom, batch: usize) -> Vec<u32> {
+    [g.c, g.h, g.w, g.o, g.k, g.pad, g.stride, g.oh(), g.ow(), batch, 0, 0].iter().map(|&v| v as u32).collect()
+}

@@ -1,0 +1,115 @@
+// Convolution on the GPU, forward and backward: the formulas of src/reference/conv.rs,
+// one invocation per value written, each summing its terms in a fixed order (no
+// atomics: a rerun gives the same bits). Layouts as PyTorch: inp (B, C, H, W),
+// w (O, C, K, K), out (B, O, OH, OW).
+
+struct Geom {
+    c: u32, h: u32, w: u32, o: u32,
+    k: u32, pad: u32, stride: u32, oh: u32,
+    ow: u32, batch: u32, _0: u32, _1: u32,
+}
+
+@group(0) @binding(0) var<uniform> g: Geom;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> dout: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dinp: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(8) var<storage, read_write> db: array<f32>;
+
+// The flat index of this invocation (dispatches are 2-D when 65,535 groups of 64 are
+// not enough).
+fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return id.y * groups.x * 64u + id.x;
+}
+
+// out[n, o, y, x] = b[o] + Σ_c Σ_i Σ_j w[o, c, i, j] · inp[n, c, y·s + i − p, x·s + j − p]
+@compute @workgroup_size(64)
+fn forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let idx = flat(id, groups);
+    if (idx >= g.batch * g.o * g.oh * g.ow) { return; }
+    let x = idx % g.ow;
+    let y = (idx / g.ow) % g.oh;
+    let o = (idx / (g.ow * g.oh)) % g.o;
+    let n = idx / (g.ow * g.oh * g.o);
+    var s = bias[o];
+    for (var c = 0u; c < g.c; c++) {
+        for (var i = 0u; i < g.k; i++) {
+            let iy = i32(y * g.stride + i) - i32(g.pad);
+            if (iy < 0 || iy >= i32(g.h)) { continue; }
+            for (var j = 0u; j < g.k; j++) {
+                let ix = i32(x * g.stride + j) - i32(g.pad);
+                if (ix < 0 || ix >= i32(g.w)) { continue; }
+                s += wt[((o * g.c + c) * g.k + i) * g.k + j] * inp[((n * g.c + c) * g.h + u32(iy)) * g.w + u32(ix)];
+            }
+        }
+    }
+    out[idx] = s;
+}
+
+// dinp[n, c, iy, ix] = Σ w[o, c, i, j] · dout[n, o, y, x] over the (o, i, j) whose
+// window (y, x) reads (iy, ix): y·s + i − p = iy. Written, not accumulated.
+@compute @workgroup_size(64)
+fn backward_input(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let idx = flat(id, groups);
+    if (idx >= g.batch * g.c * g.h * g.w) { return; }
+    let ix = idx % g.w;
+    let iy = (idx / g.w) % g.h;
+    let c = (idx / (g.w * g.h)) % g.c;
+    let n = idx / (g.w * g.h * g.c);
+    var s = 0.0;
+    for (var o = 0u; o < g.o; o++) {
+        for (var i = 0u; i < g.k; i++) {
+            let ty = i32(iy + g.pad) - i32(i);
+            if (ty < 0 || ty % i32(g.stride) != 0 || ty / i32(g.stride) >= i32(g.oh)) { continue; }
+            let y = u32(ty) / g.stride;
+            for (var j = 0u; j < g.k; j++) {
+                let tx = i32(ix + g.pad) - i32(j);
+                if (tx < 0 || tx % i32(g.stride) != 0 || tx / i32(g.stride) >= i32(g.ow)) { continue; }
+                let x = u32(tx) / g.stride;
+                s += wt[((o * g.c + c) * g.k + i) * g.k + j] * dout[((n * g.o + o) * g.oh + y) * g.ow + x];
+            }
+        }
+    }
+    dinp[idx] = s;
+}
+
+// dw[o, c, i, j] += Σ_n Σ_y Σ_x dout[n, o, y, x] · inp[n, c, y·s + i − p, x·s + j − p]
+@compute @workgroup_size(64)
+fn backward_weight(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let idx = flat(id, groups);
+    if (idx >= g.o * g.c * g.k * g.k) { return; }
+    let j = idx % g.k;
+    let i = (idx / g.k) % g.k;
+    let c = (idx / (g.k * g.k)) % g.c;
+    let o = idx / (g.k * g.k * g.c);
+    var s = 0.0;
+    for (var n = 0u; n < g.batch; n++) {
+        for (var y = 0u; y < g.oh; y++) {
+            let iy = i32(y * g.stride + i) - i32(g.pad);
+            if (iy < 0 || iy >= i32(g.h)) { continue; }
+            for (var x = 0u; x < g.ow; x++) {
+                let ix = i32(x * g.stride + j) - i32(g.pad);
+                if (ix < 0 || ix >= i32(g.w)) { continue; }
+                s += dout[((n * g.o + o) * g.oh + y) * g.ow + x] * inp[((n * g.c + c) * g.h + u32(iy)) * g.w + u32(ix)];
+            }
+        }
+    }
+    dw[idx] += s;
+}
+
+// db[o] += Σ_n Σ_y Σ_x dout[n, o, y, x]
+@compute @workgroup_size(64)
+fn backward_bias(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let o = flat(id, groups);
+    if (o >= g.o) { return; }
+    var s = 0.0;
+    for (var n = 0u; n < g.batch; n++) {
+        for (var p = 0u; p < g.oh * g.ow; p++) {
+            s += dout[(n * g.o + o) * g.oh * g.ow + p];
+        }
+    }
+    db[o] += s;
+}

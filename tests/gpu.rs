@@ -1,0 +1,321 @@
+//! The GPU engine on whatever adapter this machine has (in CI: Mesa's lavapipe, a
+//! software Vulkan device; `scripts/test` sets LENET_REQUIRE_GPU=1 there, and a missing
+//! adapter fails instead of skipping): each kernel against the CPU engine's f32 kernel
+//! and the f64 reference on the same random inputs, forward and backward, on every
+//! geometry the presets use; reruns bit-identical; `--device` parsing and the clear
+//! error when there is no adapter.
+#![cfg(feature = "gpu")]
+
+use std::process::Command;
+
+use lenet::engine::gpu::device::{choose, Chosen, DeviceChoice, Gpu};
+use lenet::engine::gpu::kernels::Kernels;
+use lenet::layers::activation::{activation_backward, activation_forward};
+use lenet::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
+use lenet::layers::linear::{linear_backward, linear_forward};
+use lenet::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
+use lenet::layers::rbf::{rbf_backward, rbf_forward};
+use lenet::layers::subsample::{subsample_backward, subsample_forward, SubsampleGeom};
+use lenet::layers::Par;
+use lenet::reference as r;
+use lenet::spec::Activation;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The kernels on this machine's GPU (hardware or software), or None (with a note)
+/// where there is none and none is required.
+fn kernels() -> Option<Kernels> {
+    match Gpu::open(true) {
+        Ok(gpu) => Some(Kernels::new(gpu).expect("the shaders compile")),
+        Err(e) if std::env::var_os("LENET_REQUIRE_GPU").is_some() => {
+            panic!("LENET_REQUIRE_GPU is set but no GPU adapter opened: {e}")
+        }
+        Err(e) => {
+            eprintln!("no GPU adapter, GPU tests not run: {e}");
+            None
+        }
+    }
+}
+
+fn randn(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// |got − want| ≤ rel · (largest |want|) elementwise: each tensor against its own scale.
+fn close(what: &str, got: &[f32], want: &[f64], rel: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "{what}: nothing to compare");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!((g as f64 - w).abs() <= rel * scale, "{what}[{i}]: {g} vs {w} (scale {scale:.3e})");
+    }
+}
+
+/// The presets' convolutions (d2l/relu C1 with padding 2 on 28×28, C3 on 14×14; lenet5's
+/// C1 on 32×32, C3 and C5) and strides and paddings the presets do not use.
+const CONVS: [ConvGeom; 7] = [
+    ConvGeom { c: 1, h: 28, w: 28, o: 6, k: 5, pad: 2, stride: 1 },
+    ConvGeom { c: 6, h: 14, w: 14, o: 16, k: 5, pad: 0, stride: 1 },
+    ConvGeom { c: 1, h: 32, w: 32, o: 6, k: 5, pad: 0, stride: 1 },
+    ConvGeom { c: 16, h: 5, w: 5, o: 120, k: 5, pad: 0, stride: 1 },
+    ConvGeom { c: 2, h: 12, w: 13, o: 3, k: 5, pad: 1, stride: 2 },
+    ConvGeom { c: 3, h: 7, w: 6, o: 4, k: 3, pad: 1, stride: 2 },
+    ConvGeom { c: 2, h: 8, w: 10, o: 9, k: 3, pad: 0, stride: 1 },
+];
+
+#[test]
+fn conv_matches_the_cpu_engine_and_the_reference() {
+    let Some(k) = kernels() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for g in CONVS {
+        let batch = 5;
+        let (x, w, b, dout) = (
+            randn(&mut rng, batch * g.in_len()),
+            randn(&mut rng, g.weight_len()),
+            randn(&mut rng, g.o),
+            randn(&mut rng, batch * g.out_len()),
+        );
+        // The CPU engine's f32 kernel and the f64 reference.
+        let mut cpu = vec![0.0f32; batch * g.out_len()];
+        conv2d_forward(&mut cpu, &x, &w, &b, &g, batch, Par::SERIAL);
+        let (mut cpu_dx, mut cpu_dw, mut cpu_db) = (vec![0.0f32; x.len()], vec![0.5f32; w.len()], vec![0.25f32; g.o]);
+        conv2d_backward(Some(&mut cpu_dx), &mut cpu_dw, &mut cpu_db, &dout, &x, &w, &g, batch, Par::SERIAL);
+        let mut want = vec![0.0; cpu.len()];
+        r::conv::conv_forward(&mut want, &f64s(&x), &f64s(&w), &f64s(&b), &g, batch);
+        let (mut want_dx, mut want_dw, mut want_db) = (vec![0.0; x.len()], vec![0.5; w.len()], vec![0.25; g.o]);
+        r::conv::conv_backward(&mut want_dx, &mut want_dw, &mut want_db, &f64s(&dout), &f64s(&x), &f64s(&w), &g, batch);
+
+        let (gx, gw, gb, gdout) = (k.upload(&x), k.upload(&w), k.upload(&b), k.upload(&dout));
+        let out = k.zeros(cpu.len());
+        k.conv_forward(&g, batch, &gx, &gw, &gb, &out);
+        // dinp is written (start it at garbage), dw and db accumulate onto 0.5 and 0.25.
+        let (dx, dw, db) = (k.upload(&vec![7.0; x.len()]), k.upload(&vec![0.5; w.len()]), k.upload(&vec![0.25; g.o]));
+        k.conv_backward(&g, batch, &gx, &gw, &gdout, &dw, &db, Some(&dx));
+        for (what, got, cpu, want) in [
+            ("out", k.download(&out), &cpu, &want),
+            ("dx", k.download(&dx), &cpu_dx, &want_dx),
+            ("dw", k.download(&dw), &cpu_dw, &want_dw),
+            ("db", k.download(&db), &cpu_db, &want_db),
+        ] {
+            // f32 sums of up to 5·28·28 terms (dw): within 1e-5 of the tensor's scale.
+            close(&format!("{g:?} {what} vs the CPU engine"), &got, &f64s(cpu), 1e-5);
+            close(&format!("{g:?} {what} vs the reference"), &got, want, 1e-5);
+        }
+    }
+}
+
+/// Each of `got` within `rel` of the CPU engine's f32 values and of the reference's.
+fn agrees(what: &str, got: &[f32], cpu: &[f32], want: &[f64], rel: f64) {
+    close(&format!("{what} vs the CPU engine"), got, &f64s(cpu), rel);
+    close(&format!("{what} vs the reference"), got, want, rel);
+}
+
+#[test]
+fn pooling_and_activations_match_the_cpu_engine_and_the_reference() {
+    let Some(k) = kernels() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    // The presets' pools (d2l's avg and relu's max on 28×28 and 10×10), and overlapping ones.
+    for (kind, h, w, size, stride) in [
+        (PoolKind::Avg, 28, 28, 2, 2),
+        (PoolKind::Max, 10, 10, 2, 2),
+        (PoolKind::Avg, 7, 6, 3, 2),
+        (PoolKind::Max, 7, 6, 3, 2),
+        (PoolKind::Max, 6, 5, 2, 1),
+    ] {
+        let (g, planes) = (PoolGeom { kind, h, w, size, stride }, 12);
+        let (x, dout) = (randn(&mut rng, planes * h * w), randn(&mut rng, planes * g.oh() * g.ow()));
+        let (mut cpu, mut cpu_dx) = (vec![0.0f32; dout.len()], vec![0.0f32; x.len()]);
+        pool_forward(&mut cpu, &x, &g);
+        pool_backward(&mut cpu_dx, &x, &dout, &g);
+        let (mut want, mut want_dx) = (vec![0.0; dout.len()], vec![0.0; x.len()]);
+        r::pool::pool_forward(&mut want, &f64s(&x), &g, planes);
+        r::pool::pool_backward(&mut want_dx, &f64s(&x), &f64s(&dout), &g, planes);
+        let (gx, gdout, out, dx) = (k.upload(&x), k.upload(&dout), k.zeros(dout.len()), k.upload(&vec![7.0; x.len()]));
+        k.pool_forward(&g, planes, &gx, &out);
+        k.pool_backward(&g, planes, &gx, &gdout, &dx);
+        agrees(&format!("{g:?} out"), &k.download(&out), &cpu, &want, 1e-6);
+        agrees(&format!("{g:?} dx"), &k.download(&dx), &cpu_dx, &want_dx, 1e-6);
+    }
+    for a in
+        [Activation::Sigmoid, Activation::Tanh, Activation::ScaledTanh, Activation::Relu, Activation::LeakyRelu(0.1)]
+    {
+        // Away from ReLU's kink; wide enough to reach the flat tails.
+        let x: Vec<f32> =
+            randn(&mut rng, 1000).into_iter().map(|v| if v.abs() < 0.01 { 0.5 } else { v * 6.0 }).collect();
+        let dout = randn(&mut rng, x.len());
+        let (mut cpu, mut cpu_dx) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+        activation_forward(&mut cpu, &x, a);
+        activation_backward(&mut cpu_dx, &x, &cpu, &dout, a);
+        let (mut want, mut want_dx) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        r::activation::activation_forward(&mut want, &f64s(&x), a);
+        r::activation::activation_backward(&mut want_dx, &f64s(&x), &f64s(&dout), a);
+        let (gx, gdout, out, dx) = (k.upload(&x), k.upload(&dout), k.zeros(x.len()), k.zeros(x.len()));
+        k.activation_forward(a, x.len(), &gx, &out);
+        k.activation_backward(a, x.len(), &gx, &gdout, &dx);
+        agrees(&format!("{a:?} out"), &k.download(&out), &cpu, &want, 1e-5);
+        agrees(&format!("{a:?} dx"), &k.download(&dx), &cpu_dx, &want_dx, 1e-5);
+    }
+}
+
+#[test]
+fn linear_matches_the_cpu_engine_and_the_reference() {
+    let Some(k) = kernels() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    // The presets' layers and an odd one; a batch of 64.
+    for (batch, kk, n) in [(64, 400, 120), (64, 120, 84), (64, 84, 10), (5, 7, 4)] {
+        let (x, w, b, dout) =
+            (randn(&mut rng, batch * kk), randn(&mut rng, n * kk), randn(&mut rng, n), randn(&mut rng, batch * n));
+        let mut cpu = vec![0.0f32; batch * n];
+        linear_forward(&mut cpu, &x, &w, &b, batch, kk, n, Par::SERIAL);
+        let (mut cpu_dx, mut cpu_dw, mut cpu_db) = (vec![0.0f32; x.len()], vec![0.5f32; w.len()], vec![0.25f32; n]);
+        linear_backward(&mut cpu_dx, &mut cpu_dw, &mut cpu_db, &dout, &x, &w, batch, kk, n, Par::SERIAL);
+        let mut want = vec![0.0; cpu.len()];
+        r::linear::linear_forward(&mut want, &f64s(&x), &f64s(&w), &f64s(&b), batch, kk, n);
+        let (mut want_dx, mut want_dw, mut want_db) = (vec![0.0; x.len()], vec![0.5; w.len()], vec![0.25; n]);
+        r::linear::linear_backward(
+            &mut want_dx,
+            &mut want_dw,
+            &mut want_db,
+            &f64s(&dout),
+            &f64s(&x),
+            &f64s(&w),
+            batch,
+            kk,
+            n,
+        );
+        let (gx, gw, gb, gdout) = (k.upload(&x), k.upload(&w), k.upload(&b), k.upload(&dout));
+        let (out, dx, dw, db) = (
+            k.zeros(cpu.len()),
+            k.upload(&vec![7.0; x.len()]),
+            k.upload(&vec![0.5; w.len()]),
+            k.upload(&vec![0.25; n]),
+        );
+        k.linear_forward(batch, kk, n, &gx, &gw, &gb, &out);
+        k.linear_backward(batch, kk, n, &gx, &gw, &gdout, &dw, &db, &dx);
+        let what = format!("linear {kk}→{n}");
+        agrees(&format!("{what} out"), &k.download(&out), &cpu, &want, 1e-5);
+        agrees(&format!("{what} dx"), &k.download(&dx), &cpu_dx, &want_dx, 1e-5);
+        agrees(&format!("{what} dw"), &k.download(&dw), &cpu_dw, &want_dw, 1e-5);
+        agrees(&format!("{what} db"), &k.download(&db), &cpu_db, &want_db, 1e-5);
+    }
+}
+
+#[test]
+fn lenet5_layers_match_the_cpu_engine_and_the_reference() {
+    let Some(k) = kernels() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    // S2 and S4, and a map whose last row is under no block.
+    for g in [
+        SubsampleGeom { c: 6, h: 28, w: 28, size: 2 },
+        SubsampleGeom { c: 16, h: 10, w: 10, size: 2 },
+        SubsampleGeom { c: 2, h: 7, w: 6, size: 2 },
+    ] {
+        let batch = 4;
+        let (x, coef, bias, dout) = (
+            randn(&mut rng, batch * g.in_len()),
+            randn(&mut rng, g.c),
+            randn(&mut rng, g.c),
+            randn(&mut rng, batch * g.out_len()),
+        );
+        let mut cpu = vec![0.0f32; dout.len()];
+        subsample_forward(&mut cpu, &x, &coef, &bias, &g, batch);
+        let (mut cpu_dx, mut cpu_dc, mut cpu_db) = (vec![0.0f32; x.len()], vec![0.5f32; g.c], vec![0.25f32; g.c]);
+        subsample_backward(Some(&mut cpu_dx), &mut cpu_dc, &mut cpu_db, &dout, &x, &coef, &g, batch);
+        let mut want = vec![0.0; dout.len()];
+        r::subsample::subsample_forward(&mut want, &f64s(&x), &f64s(&coef), &f64s(&bias), &g, batch);
+        let (mut want_dx, mut want_dc, mut want_db) = (vec![0.0; x.len()], vec![0.5; g.c], vec![0.25; g.c]);
+        r::subsample::subsample_backward(
+            &mut want_dx,
+            &mut want_dc,
+            &mut want_db,
+            &f64s(&dout),
+            &f64s(&x),
+            &f64s(&coef),
+            &g,
+            batch,
+        );
+        let (gx, gc, gb, gdout) = (k.upload(&x), k.upload(&coef), k.upload(&bias), k.upload(&dout));
+        let (out, dx, dc, db) =
+            (k.zeros(dout.len()), k.upload(&vec![7.0; x.len()]), k.upload(&vec![0.5; g.c]), k.upload(&vec![0.25; g.c]));
+        k.subsample_forward(&g, batch, &gx, &gc, &gb, &out);
+        k.subsample_backward(&g, batch, &gx, &gc, &gdout, &dc, &db, Some(&dx));
+        agrees(&format!("{g:?} out"), &k.download(&out), &cpu, &want, 1e-5);
+        agrees(&format!("{g:?} dx"), &k.download(&dx), &cpu_dx, &want_dx, 1e-5);
+        agrees(&format!("{g:?} dcoef"), &k.download(&dc), &cpu_dc, &want_dc, 1e-5);
+        agrees(&format!("{g:?} dbias"), &k.download(&db), &cpu_db, &want_db, 1e-5);
+    }
+    let (batch, kk, n) = (8, 84, 10);
+    let x = randn(&mut rng, batch * kk);
+    let centres: Vec<f32> = (0..n * kk).map(|_| if rng.gen_bool(0.5) { 1.0 } else { -1.0 }).collect();
+    let dout = randn(&mut rng, batch * n);
+    let (mut cpu, mut cpu_dx) = (vec![0.0f32; batch * n], vec![0.0f32; x.len()]);
+    rbf_forward(&mut cpu, &x, &centres, batch, kk, n);
+    rbf_backward(&mut cpu_dx, &x, &centres, &dout, batch, kk, n);
+    let (mut want, mut want_dx) = (vec![0.0; batch * n], vec![0.0; x.len()]);
+    r::rbf::rbf_forward(&mut want, &f64s(&x), &f64s(&centres), batch, kk, n);
+    r::rbf::rbf_backward(&mut want_dx, &f64s(&dout), &f64s(&x), &f64s(&centres), batch, kk, n);
+    let (gx, gc, gdout, out, dx) =
+        (k.upload(&x), k.upload(&centres), k.upload(&dout), k.zeros(cpu.len()), k.zeros(x.len()));
+    k.rbf_forward(batch, kk, n, &gx, &gc, &out);
+    k.rbf_backward(batch, kk, n, &gx, &gc, &gdout, &dx);
+    agrees("rbf out", &k.download(&out), &cpu, &want, 1e-5);
+    agrees("rbf dx", &k.download(&dx), &cpu_dx, &want_dx, 1e-5);
+}
+
+#[test]
+fn reruns_are_bit_identical() {
+    let Some(k) = kernels() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let (g, batch) = (CONVS[1], 16);
+    let (x, w, b, dout) = (
+        randn(&mut rng, batch * g.in_len()),
+        randn(&mut rng, g.weight_len()),
+        randn(&mut rng, g.o),
+        randn(&mut rng, batch * g.out_len()),
+    );
+    let run = || {
+        let (gx, gw, gb, gdout) = (k.upload(&x), k.upload(&w), k.upload(&b), k.upload(&dout));
+        let (out, dx, dw, db) = (k.zeros(dout.len()), k.zeros(x.len()), k.zeros(w.len()), k.zeros(g.o));
+        k.conv_forward(&g, batch, &gx, &gw, &gb, &out);
+        k.conv_backward(&g, batch, &gx, &gw, &gdout, &dw, &db, Some(&dx));
+        [out, dx, dw, db].map(|buf| k.download(&buf).iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    assert!(run() == run(), "two runs on {} differ", k.gpu().adapter.describe());
+}
+
+#[test]
+fn device_choices_parse_and_resolve() {
+    for (s, want) in [("cpu", DeviceChoice::Cpu), ("gpu", DeviceChoice::Gpu), ("auto", DeviceChoice::Auto)] {
+        assert_eq!(s.parse::<DeviceChoice>().unwrap(), want);
+        assert_eq!(want.to_string(), s);
+    }
+    assert!("tpu".parse::<DeviceChoice>().unwrap_err().contains("cpu, gpu or auto"));
+    assert!(matches!(choose(DeviceChoice::Cpu), Ok(Chosen::Cpu { fallback: None })));
+    // auto never fails: a hardware GPU, or the CPU with the reason.
+    match choose(DeviceChoice::Auto).unwrap() {
+        Chosen::Gpu(gpu) => assert!(!gpu.adapter.software, "auto took a software device"),
+        Chosen::Cpu { fallback } => assert!(fallback.is_some_and(|why| !why.is_empty())),
+    }
+}
+
+/// With the Vulkan loader pointed at no driver, there is no adapter: `lenet devices`
+/// says so plainly, and nothing panics.
+#[test]
+fn no_adapter_is_a_clear_message() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lenet"))
+        .arg("devices")
+        .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+        .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+        .env("WGPU_BACKEND", "vulkan")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(text.contains("no GPU adapter found"), "{text}");
+    assert!(text.contains("auto would run on the CPU"), "{text}");
+    assert!(out.status.success(), "listing no devices is not a failure: {text}");
+}
