@@ -13,8 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, Meta};
-use crate::data::augment::{distort_split, Augment};
-use crate::data::{DatasetKind, Split};
+use crate::data::augment::{distort_into, distort_split, Augment};
+use crate::data::{DatasetKind, Images, Split};
 use crate::engine::{Engine, TrainStats};
 use crate::eval::{evaluate, EvalResult};
 use crate::init::{init_params, Init};
@@ -234,6 +234,8 @@ pub struct Trainer<E: Engine> {
     train: E::Examples,
     /// The undistorted training images, kept when each epoch distorts them anew.
     train_source: Option<Split>,
+    /// The buffer each epoch's distorted training images are written into.
+    distorted: Option<Images>,
     val: Option<E::Examples>,
     test: E::Examples,
     /// Metrics of every completed epoch.
@@ -313,7 +315,7 @@ where
         let upload = |s: &Split| net.engine.upload_examples(&s.images, &s.labels, &config.arch.input);
         let (train_examples, val, test) = (upload(&train), val.as_ref().map(upload), upload(test));
         let train_source = (config.augment.is_some() && config.augment_copies.is_none()).then_some(train);
-        Ok(Self { config, net, opt, train: train_examples, train_source, val, test, history })
+        Ok(Self { config, net, opt, train: train_examples, train_source, distorted: None, val, test, history })
     }
 
     /// Examples in the training set each epoch runs over (with fixed distorted
@@ -349,8 +351,10 @@ where
         if let (Some(aug), Some(source), None) = (&self.config.augment, &self.train_source, self.config.augment_copies)
         {
             // A pure function of (seed, epoch, example), so a resumed run draws the same.
-            let distorted = distort_split(source, aug, self.config.seed, epoch);
-            self.train = self.net.engine.upload_examples(&distorted.images, &distorted.labels, &self.config.arch.input);
+            // One buffer for every epoch's distortions: no fresh 47 MB to map each time.
+            let distorted = self.distorted.get_or_insert_with(|| source.images.clone());
+            distort_into(&source.images, aug, self.config.seed, epoch, distorted);
+            self.net.engine.replace_images(&mut self.train, distorted, &self.config.arch.input);
         }
         let lr = self.config.schedule.resolved(self.config.epochs).lr_at(self.config.lr, epoch - 1);
         let order = self.epoch_order(epoch);

@@ -122,6 +122,15 @@ impl Engine for CpuEngine {
         let (scale, shift) = pixel_affine(input.normalize);
         CpuExamples { images: fit_images(images, input), labels: labels.to_vec(), scale, shift }
     }
+    fn replace_images(&self, examples: &mut CpuExamples, images: &Images, input: &InputSpec) {
+        let resident = &mut examples.images;
+        if (images.count, images.rows, images.cols) == (resident.count, resident.rows, resident.cols) {
+            // Already the input's size: a copy into memory that is already mapped.
+            resident.pixels.copy_from_slice(&images.pixels);
+        } else {
+            *resident = fit_images(images, input);
+        }
+    }
     fn example_count(examples: &CpuExamples) -> usize {
         examples.labels.len()
     }

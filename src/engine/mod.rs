@@ -236,6 +236,12 @@ pub trait Engine: Sync + Sized + 'static {
 
     /// Move a split into the engine, fitted to the network's input size.
     fn upload_examples(&self, images: &Images, labels: &[u8], input: &InputSpec) -> Self::Examples;
+    /// Replace a resident split's images with `images` (the same count; the labels stay),
+    /// reusing its memory where the engine can: each epoch's distorted training split.
+    fn replace_images(&self, examples: &mut Self::Examples, images: &Images, input: &InputSpec) {
+        let labels = Self::labels(examples).to_vec();
+        *examples = self.upload_examples(images, &labels, input);
+    }
     fn example_count(examples: &Self::Examples) -> usize;
     /// The labels of a resident split (kept on the host too: they are tiny).
     fn labels(examples: &Self::Examples) -> &[u8];

@@ -187,11 +187,18 @@ pub fn distort(aug: &Augment, img: &[u8], rows: usize, cols: usize, rng: &mut im
 /// The training split of `epoch`, every image distorted (labels unchanged), on all
 /// of rayon's threads; the same bits whatever their number.
 pub fn distort_split(split: &Split, aug: &Augment, seed: u64, epoch: usize) -> Split {
-    let (rows, cols) = (split.images.rows, split.images.cols);
+    let mut images = Images { pixels: vec![0u8; split.images.pixels.len()], ..split.images };
+    distort_into(&split.images, aug, seed, epoch, &mut images);
+    Split { images, labels: split.labels.clone() }
+}
+
+/// [`distort_split`]'s images written into `out` (the same count and size as
+/// `images`), so that a training loop can reuse one buffer every epoch.
+pub fn distort_into(images: &Images, aug: &Augment, seed: u64, epoch: usize, out: &mut Images) {
+    let (rows, cols) = (images.rows, images.cols);
+    assert_eq!((out.count, out.rows, out.cols), (images.count, rows, cols), "distort_into: another size");
     let distorter = Distorter::new(aug, rows, cols);
-    let mut pixels = vec![0u8; split.images.pixels.len()];
-    pixels.par_chunks_mut(rows * cols).enumerate().for_each(|(i, out)| {
-        distorter.distort(split.images.image(i), &mut image_rng(seed, epoch, i), out);
+    out.pixels.par_chunks_mut(rows * cols).enumerate().for_each(|(i, dst)| {
+        distorter.distort(images.image(i), &mut image_rng(seed, epoch, i), dst);
     });
-    Split { images: Images { count: split.images.count, rows, cols, pixels }, labels: split.labels.clone() }
 }
