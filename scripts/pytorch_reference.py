@@ -178,6 +178,16 @@ def reference(data_dir):
     return {k: v.contiguous() for k, v in out.items()}, header
 
 
+# How far a recomputed tensor may be from the committed one, relative to its largest value.
+# PyTorch's float32 CPU kernels are chosen by instruction set (AVX2, AVX-512, ...), so the
+# same script on another CPU differs in the last bits: about 1e-6 for gradients. One Adam
+# step divides each gradient by its own magnitude, which turns those bits into up to ~6e-5
+# of the weights for near-zero gradients (measured on an AVX-512 EPYC). A stale fixture
+# (another formula, another seed, another batch) differs by orders of magnitude more.
+TOLERANCE = 1e-5
+STEP_TOLERANCE = 1e-4
+
+
 def compare(new, path):
     """Compares freshly computed tensors with a fixture file; returns the problems found."""
     from safetensors.torch import load_file
@@ -198,8 +208,9 @@ def compare(new, path):
             continue
         scale = b.abs().max().item() or 1.0
         err = (a - b).abs().max().item() / scale
-        if err > 1e-6:
-            problems.append(f"{k}: max error {err:.2e} of the largest value")
+        tol = STEP_TOLERANCE if "_step." in k else TOLERANCE
+        if err > tol:
+            problems.append(f"{k}: max error {err:.2e} of the largest value (at most {tol:.0e})")
     return problems
 
 
@@ -208,7 +219,7 @@ def main():
     p.add_argument("--data-dir", help="folder holding the IDX files (or a <dataset> subfolder)")
     p.add_argument("--out", default=FIXTURE, help="where to write the fixture (default: %(default)s)")
     p.add_argument("--check", action="store_true",
-                   help="recompute and compare with the existing file (within 1e-6) instead of writing it")
+                   help="recompute and compare with the existing file (within TOLERANCE) instead of writing it")
     args = p.parse_args()
 
     tensors, header = reference(args.data_dir)
