@@ -319,3 +319,34 @@ fn no_adapter_is_a_clear_message() {
     assert!(text.contains("auto would run on the CPU"), "{text}");
     assert!(out.status.success(), "listing no devices is not a failure: {text}");
 }
+
+/// Batches gathered and scaled on the GPU from a split uploaded once as bytes: the CPU
+/// engine's values to one rounding (one multiply-add per pixel, which a GPU may fuse), for d2l's 28×28 unit scaling and
+/// lenet5's 32×32 frame with the paper's range; a split whose size is no multiple of 4
+/// (bytes are packed four to a word) and repeated indices.
+#[test]
+fn gathered_batches_are_the_cpu_engines() {
+    use lenet::engine::cpu::CpuEngine;
+    use lenet::engine::Engine;
+    use lenet::spec::Spec;
+    let Some(k) = kernels() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let n = 103;
+    let pixels: Vec<u8> = (0..n * 784).map(|_| rng.gen()).collect();
+    let labels: Vec<u8> = (0..n).map(|_| rng.gen_range(0..10)).collect();
+    let images = lenet::data::Images { count: n, rows: 28, cols: 28, pixels };
+    let cpu = CpuEngine::new(1).unwrap();
+    for preset in ["d2l", "lenet5"] {
+        let input = Spec::preset(preset).unwrap().input;
+        let indices: Vec<u32> = vec![102, 0, 5, 5, 77, 101, 3];
+        let side = input.size;
+        let (mut want_x, mut want_y) = (vec![0.0f32; indices.len() * side * side], vec![0.0f32; indices.len()]);
+        let ex = cpu.upload_examples(&images, &labels, &input);
+        cpu.gather(&ex, &indices, &mut want_x, &mut want_y);
+        let gex = k.upload_examples(&images, &labels, &input);
+        let (x, y) = (k.zeros(want_x.len()), k.zeros(want_y.len()));
+        k.gather(&gex, &k.upload_indices(&indices), &x, &y);
+        close(&format!("{preset}: the gathered images"), &k.download(&x), &f64s(&want_x), 1e-7);
+        assert_eq!(k.download(&y), want_y, "{preset}: the gathered labels");
+    }
+}

@@ -13,10 +13,12 @@ use std::collections::HashMap;
 use wgpu::util::DeviceExt;
 
 use super::device::Gpu;
+use crate::data::Images;
+use crate::input::{fit_images, pixel_affine};
 use crate::layers::conv::ConvGeom;
 use crate::layers::pool::{PoolGeom, PoolKind};
 use crate::layers::subsample::SubsampleGeom;
-use crate::spec::Activation;
+use crate::spec::{Activation, InputSpec};
 
 /// Invocations per workgroup, as every shader declares (`@workgroup_size(64)`).
 const GROUP: u32 = 64;
@@ -27,6 +29,28 @@ const MAX_GROUPS: u32 = 65_535;
 pub struct GpuBuf {
     pub buffer: wgpu::Buffer,
     pub len: usize,
+}
+
+/// A u32 buffer on the GPU (example indices).
+pub struct GpuBufU32 {
+    pub buffer: wgpu::Buffer,
+    pub len: usize,
+}
+
+/// A split resident on the GPU: its images fitted to the network's input and kept as
+/// bytes (four to a u32), its labels likewise, and the input's pixel scaling.
+pub struct GpuExamples {
+    images: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    pub labels_host: Vec<u8>,
+    pixels: usize,
+    scale: f32,
+    shift: f32,
+}
+
+/// Bytes as little-endian u32 words, zero-padded to a whole word.
+fn words(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |w, &b| (w << 8) | b as u32)).collect::<Vec<_>>()
 }
 
 /// A shader's entry point compiled, and which bindings it reads and writes.
@@ -48,6 +72,7 @@ const SHADERS: &[(&str, &str, &[&str])] = &[
     ("linear", include_str!("shaders/linear.wgsl"), &["forward", "backward_input", "backward_weight", "backward_bias"]),
     ("subsample", include_str!("shaders/subsample.wgsl"), &["forward", "backward_input", "backward_params"]),
     ("rbf", include_str!("shaders/rbf.wgsl"), &["forward", "backward"]),
+    ("gather", include_str!("shaders/gather.wgsl"), &["gather"]),
 ];
 
 impl Kernels {
@@ -93,6 +118,54 @@ impl Kernels {
         GpuBuf { buffer, len: values.len() }
     }
 
+    /// Move a split onto the GPU once, fitted to the input size (on the host, as the
+    /// CPU engine does) and kept as bytes.
+    pub fn upload_examples(&self, images: &Images, labels: &[u8], input: &InputSpec) -> GpuExamples {
+        let fitted = fit_images(images, input);
+        let (scale, shift) = pixel_affine(input.normalize);
+        let storage = |bytes: &[u8], label: &str| {
+            let mut w = words(bytes);
+            if w.is_empty() {
+                w.push(0);
+            }
+            self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(&w),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        GpuExamples {
+            images: storage(&fitted.pixels, "images"),
+            labels: storage(labels, "labels"),
+            labels_host: labels.to_vec(),
+            pixels: fitted.pixels_per_image(),
+            scale,
+            shift,
+        }
+    }
+
+    /// x (B, 1, S, S) = the scaled images at `indices`; y (B) = their labels.
+    pub fn gather(&self, examples: &GpuExamples, indices: &GpuBufU32, x: &GpuBuf, y: &GpuBuf) {
+        let p = [indices.len as u32, examples.pixels as u32, examples.scale.to_bits(), examples.shift.to_bits()];
+        let (images, labels) = (&examples.images, &examples.labels);
+        let entries = [(1, images), (2, labels), (3, &indices.buffer), (4, &x.buffer), (5, &y.buffer)];
+        self.run_raw("gather.gather", &p, &entries, indices.len * examples.pixels);
+    }
+
+    /// Example indices on the GPU.
+    pub fn upload_indices(&self, indices: &[u32]) -> GpuBufU32 {
+        let mut v = indices.to_vec();
+        if v.is_empty() {
+            v.push(0);
+        }
+        let buffer = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("indices"),
+            contents: bytemuck::cast_slice(&v),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        });
+        GpuBufU32 { buffer, len: indices.len() }
+    }
+
     /// A buffer of `len` zeros.
     pub fn zeros(&self, len: usize) -> GpuBuf {
         self.upload(&vec![0.0; len])
@@ -127,6 +200,11 @@ impl Kernels {
     /// Run entry point `name` over `invocations` invocations with the uniform `params`
     /// at binding 0 and `buffers` at their bindings.
     fn run(&self, name: &str, params: &[u32], buffers: &[(u32, &GpuBuf)], invocations: usize) {
+        let raw: Vec<(u32, &wgpu::Buffer)> = buffers.iter().map(|(b, buf)| (*b, &buf.buffer)).collect();
+        self.run_raw(name, params, &raw, invocations)
+    }
+
+    fn run_raw(&self, name: &str, params: &[u32], buffers: &[(u32, &wgpu::Buffer)], invocations: usize) {
         let entry = &self.entries[name];
         let uniform = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
@@ -137,7 +215,7 @@ impl Kernels {
         entries.extend(
             buffers
                 .iter()
-                .map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.buffer.as_entire_binding() }),
+                .map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.as_entire_binding() }),
         );
         let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(name),
