@@ -350,3 +350,42 @@ fn gathered_batches_are_the_cpu_engines() {
         assert_eq!(k.download(&y), want_y, "{preset}: the gathered labels");
     }
 }
+
+/// The criteria on the GPU: the weighted mean loss and the count of correct examples
+/// (summed on the device) and ∂(mean loss)/∂outputs, against the CPU engine's f32 loss and
+/// the f64 reference, for cross-entropy, eq. 9 (two j) and eq. 8, with and without class
+/// weights, on a batch of 256.
+#[test]
+fn criteria_match_the_cpu_engine_and_the_reference() {
+    use lenet::layers::loss::batch_loss;
+    use lenet::spec::Criterion;
+    let Some(k) = kernels() else { return };
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (batch, classes) = (256, 10);
+    let labels: Vec<u8> = (0..batch).map(|_| rng.gen_range(0..10)).collect();
+    let weights: Vec<f32> = (0..classes).map(|c| 0.5 + c as f32 * 0.1).collect();
+    for criterion in [Criterion::CrossEntropy, Criterion::Map { j: 10.0 }, Criterion::Map { j: 0.1 }, Criterion::Mse] {
+        let z: Vec<f32> = match criterion {
+            Criterion::CrossEntropy => randn(&mut rng, batch * classes).into_iter().map(|v| v * 5.0).collect(),
+            _ => (0..batch * classes).map(|_| -rng.gen_range(0.0f32..30.0)).collect(),
+        };
+        for w in [None, Some(&weights[..])] {
+            let what = format!("{criterion:?} weighted {}", w.is_some());
+            let mut cpu_dz = vec![0.0f32; z.len()];
+            let cpu = batch_loss(criterion, Some(&mut cpu_dz), &z, &labels, w, classes);
+            let mut want_dz = vec![0.0; z.len()];
+            let w64 = w.map(f64s);
+            let want = r::loss::loss(criterion, Some(&mut want_dz), &f64s(&z), &labels, w64.as_deref(), classes);
+            let y: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
+            let (gz, gy, gw) = (k.upload(&z), k.upload(&y), w.map(|w| k.upload(w)));
+            let (dz, scratch, stats) = (k.zeros(z.len()), k.zeros(2 * batch), k.zeros(3));
+            k.loss(criterion, batch, classes, &gz, &gy, gw.as_ref(), &dz, &scratch, &stats);
+            let s = k.download(&stats);
+            let mean = s[1] as f64 / s[0] as f64;
+            assert!((mean - want.mean()).abs() <= 1e-5 * want.mean().abs(), "{what}: loss {mean} vs {}", want.mean());
+            assert!((mean - cpu.mean()).abs() <= 1e-5 * cpu.mean().abs(), "{what}: loss {mean} vs {}", cpu.mean());
+            assert_eq!((s[2] as usize, want.correct), (cpu.correct, cpu.correct), "{what}: correct");
+            agrees(&format!("{what} dz"), &k.download(&dz), &cpu_dz, &want_dz, 1e-5);
+        }
+    }
+}

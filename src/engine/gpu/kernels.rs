@@ -18,7 +18,7 @@ use crate::input::{fit_images, pixel_affine};
 use crate::layers::conv::ConvGeom;
 use crate::layers::pool::{PoolGeom, PoolKind};
 use crate::layers::subsample::SubsampleGeom;
-use crate::spec::{Activation, InputSpec};
+use crate::spec::{Activation, Criterion, InputSpec};
 
 /// Invocations per workgroup, as every shader declares (`@workgroup_size(64)`).
 const GROUP: u32 = 64;
@@ -73,6 +73,7 @@ const SHADERS: &[(&str, &str, &[&str])] = &[
     ("subsample", include_str!("shaders/subsample.wgsl"), &["forward", "backward_input", "backward_params"]),
     ("rbf", include_str!("shaders/rbf.wgsl"), &["forward", "backward"]),
     ("gather", include_str!("shaders/gather.wgsl"), &["gather"]),
+    ("loss", include_str!("shaders/loss.wgsl"), &["weight_sum", "example", "reduce"]),
 ];
 
 impl Kernels {
@@ -371,6 +372,44 @@ impl Kernels {
     ) {
         let p = [batch, k, n, 0].map(|v| v as u32);
         self.run("rbf.backward", &p, &[(1, inp), (2, centres), (5, dout), (6, dinp)], batch * k);
+    }
+}
+
+impl Kernels {
+    /// The batch's loss under `criterion` against labels y (as f32), with optional class
+    /// weights: dz = ∂(mean loss)/∂z, and stats (3 values, on the device) = [Σ w_y,
+    /// Σ w_y·E, correct]; `scratch` holds 2 values per example.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss(
+        &self,
+        criterion: Criterion,
+        batch: usize,
+        classes: usize,
+        z: &GpuBuf,
+        y: &GpuBuf,
+        class_weights: Option<&GpuBuf>,
+        dz: &GpuBuf,
+        scratch: &GpuBuf,
+        stats: &GpuBuf,
+    ) {
+        let (kind, j) = match criterion {
+            Criterion::CrossEntropy => (0, 0.0f32),
+            Criterion::Map { j } => (1, j),
+            Criterion::Mse => (2, 0.0),
+        };
+        let p = [batch as u32, classes as u32, kind, j.to_bits(), class_weights.is_some() as u32, 0, 0, 0];
+        // Without class weights the shader reads none, but the binding must exist.
+        let none;
+        let weights = match class_weights {
+            Some(w) => w,
+            None => {
+                none = self.zeros(1);
+                &none
+            }
+        };
+        self.run("loss.weight_sum", &p, &[(2, y), (3, weights), (6, stats)], 1);
+        self.run("loss.example", &p, &[(1, z), (2, y), (3, weights), (4, dz), (5, scratch), (6, stats)], batch);
+        self.run("loss.reduce", &p, &[(5, scratch), (6, stats)], 1);
     }
 }
 

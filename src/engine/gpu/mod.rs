@@ -3,9 +3,11 @@
 //! device (lavapipe), which runs the same code.
 //!
 //! What is here so far: choosing and opening a device ([`device`]), and the kernels
-//! ([`kernels`]: the convolution, forward and backward), each tested against the CPU
-//! engine and the reference (tests/gpu.rs). The remaining layers, the `Engine`
-//! implementation and training on the GPU come next.
+//! ([`kernels`]: every layer kind forward and backward, the criteria with their sums kept
+//! on the device, batches gathered and scaled from a split resident as bytes), each
+//! tested against the CPU engine and the reference (tests/gpu.rs). The `Engine`
+//! implementation (optimizers and clipping on the device, many steps per submission) and
+//! training on the GPU come next.
 
 pub mod device;
 pub mod kernels;
