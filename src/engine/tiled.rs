@@ -24,7 +24,7 @@
 
 use super::chunks::for_each_chunk;
 use super::cpu::{CpuEngine, CpuExamples};
-use super::{Chain, LayerOp, Program, TrainStats};
+use super::{Chain, Engine, LayerOp, Program, TrainStats};
 use crate::layers::conv::{self, ConvGeom};
 use crate::layers::loss::{self, softmax_xent, LossStats};
 use crate::layers::pool::{self, PoolGeom};
@@ -980,7 +980,7 @@ impl Program<CpuEngine> for Tiled {
         if finite {
             self.add_chunk_grads(grads, used);
         }
-        tally.add(&stats, batch);
+        engine.tally_add(tally, &stats, batch);
         finite
     }
 

@@ -14,8 +14,8 @@
 //! the frame (`affine.rs`): a distortion may move a digit, never cut it.
 //!
 //! Speed (a training epoch must not grow by more than a third): on 2 cores the 60,000
-//! MNIST digits take ~0.18 s with the paper's distortions and ~0.22 s with
-//! `rotate=10,elastic` (`examples/distort_time.rs`), against ~1.1 s for an epoch of the
+//! MNIST digits take ~0.21 s with the paper's distortions and ~0.24 s with
+//! `rotate=10,elastic` (`examples/distort_time.rs`), against ~1 s for an epoch of the
 //! relu preset at batch 64.
 
 use std::fmt;

@@ -42,7 +42,6 @@ pub struct GpuBufU32 {
 pub struct GpuExamples {
     images: wgpu::Buffer,
     labels: wgpu::Buffer,
-    pub labels_host: Vec<u8>,
     pixels: usize,
     scale: f32,
     shift: f32,
@@ -53,16 +52,15 @@ fn words(bytes: &[u8]) -> Vec<u32> {
     bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |w, &b| (w << 8) | b as u32)).collect::<Vec<_>>()
 }
 
-/// A shader's entry point compiled, and which bindings it reads and writes.
-struct Entry {
-    pipeline: wgpu::ComputePipeline,
-}
-
 /// The compiled kernels of one device.
 pub struct Kernels {
     gpu: Gpu,
-    entries: HashMap<&'static str, Entry>,
+    /// Each entry point's pipeline, by `<shader>.<entry point>`.
+    pipelines: HashMap<String, wgpu::ComputePipeline>,
 }
+
+/// What every shader starts with (WGSL has no includes): prepended to each file.
+const PRELUDE: &str = include_str!("shaders/prelude.wgsl");
 
 /// The shader files, by layer kind.
 const SHADERS: &[(&str, &str, &[&str])] = &[
@@ -79,12 +77,12 @@ const SHADERS: &[(&str, &str, &[&str])] = &[
 impl Kernels {
     /// Compile every shader for `gpu`. A shader the driver refuses is an error naming it.
     pub fn new(gpu: Gpu) -> anyhow::Result<Kernels> {
-        let mut entries = HashMap::new();
+        let mut pipelines = HashMap::new();
         for &(kind, source, points) in SHADERS {
             let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(kind),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
+                source: wgpu::ShaderSource::Wgsl(format!("{PRELUDE}\n{source}").into()),
             });
             for &point in points {
                 let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -95,28 +93,34 @@ impl Kernels {
                     compilation_options: Default::default(),
                     cache: None,
                 });
-                let name: &'static str = Box::leak(format!("{kind}.{point}").into_boxed_str());
-                entries.insert(name, Entry { pipeline });
+                pipelines.insert(format!("{kind}.{point}"), pipeline);
             }
             if let Some(e) = pollster::block_on(scope.pop()) {
                 anyhow::bail!("the GPU driver refused shaders/{kind}.wgsl: {e}");
             }
         }
-        Ok(Kernels { gpu, entries })
+        Ok(Kernels { gpu, pipelines })
     }
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
 
+    /// A storage buffer holding `contents`. Storage buffers may not be empty: an empty
+    /// tensor gets one unused zero word.
+    fn storage(&self, label: &str, contents: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let contents = if contents.is_empty() { &[0u8; 4][..] } else { contents };
+        self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | usage,
+        })
+    }
+
     /// A buffer holding `values`.
     pub fn upload(&self, values: &[f32]) -> GpuBuf {
-        let buffer = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: bytemuck::cast_slice(&padded(values)),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        });
-        GpuBuf { buffer, len: values.len() }
+        let usage = wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        GpuBuf { buffer: self.storage("values", bytemuck::cast_slice(values), usage), len: values.len() }
     }
 
     /// Move a split onto the GPU once, fitted to the input size (on the host, as the
@@ -124,21 +128,11 @@ impl Kernels {
     pub fn upload_examples(&self, images: &Images, labels: &[u8], input: &InputSpec) -> GpuExamples {
         let fitted = fit_images(images, input);
         let (scale, shift) = pixel_affine(input.normalize);
-        let storage = |bytes: &[u8], label: &str| {
-            let mut w = words(bytes);
-            if w.is_empty() {
-                w.push(0);
-            }
-            self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(&w),
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-        };
+        let bytes =
+            |label: &str, b: &[u8]| self.storage(label, bytemuck::cast_slice(&words(b)), wgpu::BufferUsages::empty());
         GpuExamples {
-            images: storage(&fitted.pixels, "images"),
-            labels: storage(labels, "labels"),
-            labels_host: labels.to_vec(),
+            images: bytes("images", &fitted.pixels),
+            labels: bytes("labels", labels),
             pixels: fitted.pixels_per_image(),
             scale,
             shift,
@@ -155,15 +149,7 @@ impl Kernels {
 
     /// Example indices on the GPU.
     pub fn upload_indices(&self, indices: &[u32]) -> GpuBufU32 {
-        let mut v = indices.to_vec();
-        if v.is_empty() {
-            v.push(0);
-        }
-        let buffer = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("indices"),
-            contents: bytemuck::cast_slice(&v),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        });
+        let buffer = self.storage("indices", bytemuck::cast_slice(indices), wgpu::BufferUsages::COPY_DST);
         GpuBufU32 { buffer, len: indices.len() }
     }
 
@@ -206,7 +192,7 @@ impl Kernels {
     }
 
     fn run_raw(&self, name: &str, params: &[u32], buffers: &[(u32, &wgpu::Buffer)], invocations: usize) {
-        let entry = &self.entries[name];
+        let pipeline = &self.pipelines[name];
         let uniform = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
             contents: bytemuck::cast_slice(params),
@@ -220,7 +206,7 @@ impl Kernels {
         );
         let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(name),
-            layout: &entry.pipeline.get_bind_group_layout(0),
+            layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
         let groups = (invocations as u64).div_ceil(GROUP as u64).max(1);
@@ -233,7 +219,7 @@ impl Kernels {
         {
             let mut pass =
                 encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
-            pass.set_pipeline(&entry.pipeline);
+            pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(x, y, 1);
         }
@@ -292,7 +278,7 @@ impl Kernels {
     /// out (B, N) = inp (B, K) · wᵀ + b.
     #[allow(clippy::too_many_arguments)]
     pub fn linear_forward(&self, batch: usize, k: usize, n: usize, inp: &GpuBuf, w: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
-        let p = [batch, k, n, 0].map(|v| v as u32);
+        let p = u32s(&[batch, k, n, 0]);
         self.run("linear.forward", &p, &[(1, inp), (2, w), (3, b), (4, out)], batch * n);
     }
 
@@ -310,7 +296,7 @@ impl Kernels {
         db: &GpuBuf,
         dinp: &GpuBuf,
     ) {
-        let p = [batch, k, n, 0].map(|v| v as u32);
+        let p = u32s(&[batch, k, n, 0]);
         self.run("linear.backward_input", &p, &[(2, w), (5, dout), (6, dinp)], batch * k);
         self.run("linear.backward_weight", &p, &[(1, inp), (5, dout), (7, dw)], n * k);
         self.run("linear.backward_bias", &p, &[(5, dout), (8, db)], n);
@@ -354,7 +340,7 @@ impl Kernels {
     /// out (B, N) = −Σ_j (inp (B, K) − centres (N, K))².
     #[allow(clippy::too_many_arguments)]
     pub fn rbf_forward(&self, batch: usize, k: usize, n: usize, inp: &GpuBuf, centres: &GpuBuf, out: &GpuBuf) {
-        let p = [batch, k, n, 0].map(|v| v as u32);
+        let p = u32s(&[batch, k, n, 0]);
         self.run("rbf.forward", &p, &[(1, inp), (2, centres), (4, out)], batch * n);
     }
 
@@ -370,7 +356,7 @@ impl Kernels {
         dout: &GpuBuf,
         dinp: &GpuBuf,
     ) {
-        let p = [batch, k, n, 0].map(|v| v as u32);
+        let p = u32s(&[batch, k, n, 0]);
         self.run("rbf.backward", &p, &[(1, inp), (2, centres), (5, dout), (6, dinp)], batch * k);
     }
 }
@@ -415,7 +401,7 @@ impl Kernels {
 
 fn pool_params(g: &PoolGeom, planes: usize) -> Vec<u32> {
     let is_max = matches!(g.kind, PoolKind::Max) as usize;
-    [g.h, g.w, g.size, g.stride, g.oh(), g.ow(), planes, is_max].iter().map(|&v| v as u32).collect()
+    u32s(&[g.h, g.w, g.size, g.stride, g.oh(), g.ow(), planes, is_max])
 }
 
 fn activation_params(a: Activation, n: usize) -> Vec<u32> {
@@ -430,18 +416,14 @@ fn activation_params(a: Activation, n: usize) -> Vec<u32> {
 }
 
 fn subsample_params(g: &SubsampleGeom, batch: usize) -> Vec<u32> {
-    [g.c, g.h, g.w, g.size, g.oh(), g.ow(), batch, 0].iter().map(|&v| v as u32).collect()
+    u32s(&[g.c, g.h, g.w, g.size, g.oh(), g.ow(), batch, 0])
 }
 
-/// Storage buffers may not be empty: a zero-length tensor gets one unused value.
-fn padded(values: &[f32]) -> Vec<f32> {
-    if values.is_empty() {
-        vec![0.0]
-    } else {
-        values.to_vec()
-    }
+/// A shader's uniform parameters: sizes as the u32s its `struct` declares.
+fn u32s(sizes: &[usize]) -> Vec<u32> {
+    sizes.iter().map(|&v| v as u32).collect()
 }
 
 fn conv_params(g: &ConvGeom, batch: usize) -> Vec<u32> {
-    [g.c, g.h, g.w, g.o, g.k, g.pad, g.stride, g.oh(), g.ow(), batch, 0, 0].iter().map(|&v| v as u32).collect()
+    u32s(&[g.c, g.h, g.w, g.o, g.k, g.pad, g.stride, g.oh(), g.ow(), batch, 0, 0])
 }

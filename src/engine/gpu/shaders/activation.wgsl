@@ -20,10 +20,6 @@ const S: f32 = 0.6666667;
 @group(0) @binding(3) var<storage, read> dout: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dinp: array<f32>;
 
-fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return id.y * groups.x * 64u + id.x;
-}
-
 fn f(x: f32) -> f32 {
     switch p.kind {
         case SIGMOID: { return 1.0 / (1.0 + exp(-x)); }

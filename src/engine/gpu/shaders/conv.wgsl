@@ -19,12 +19,6 @@ struct Geom {
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;
 
-// The flat index of this invocation (dispatches are 2-D when 65,535 groups of 64 are
-// not enough).
-fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return id.y * groups.x * 64u + id.x;
-}
-
 // out[n, o, y, x] = b[o] + Σ_c Σ_i Σ_j w[o, c, i, j] · inp[n, c, y·s + i − p, x·s + j − p]
 @compute @workgroup_size(64)
 fn forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {

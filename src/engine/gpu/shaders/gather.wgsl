@@ -13,10 +13,6 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return id.y * groups.x * 64u + id.x;
-}
-
 fn byte_at(array_index: u32) -> u32 {
     return (images[array_index / 4u] >> (8u * (array_index % 4u))) & 0xffu;
 }

@@ -15,10 +15,6 @@ struct Geom {
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;
 
-fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return id.y * groups.x * 64u + id.x;
-}
-
 // out[n, j] = b[j] + Σ_q w[j, q] · inp[n, q]
 @compute @workgroup_size(64)
 fn forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {

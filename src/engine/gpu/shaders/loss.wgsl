@@ -18,10 +18,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> per_example: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
 
-fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return id.y * groups.x * 64u + id.x;
-}
-
 fn weight(c: u32) -> f32 {
     return select(1.0, class_weights[c], p.weighted == 1u);
 }

@@ -12,10 +12,6 @@ struct Geom {
 @group(0) @binding(3) var<storage, read> dout: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dinp: array<f32>;
 
-fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return id.y * groups.x * 64u + id.x;
-}
-
 // The index (in inp) of window (p, y, x)'s first maximum, row by row: PyTorch's choice.
 fn argmax(p: u32, y: u32, x: u32) -> u32 {
     var best = (p * g.h + y * g.stride) * g.w + x * g.stride;

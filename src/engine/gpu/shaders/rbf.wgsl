@@ -12,10 +12,6 @@ struct Geom {
 @group(0) @binding(5) var<storage, read> dout: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dinp: array<f32>;
 
-fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return id.y * groups.x * 64u + id.x;
-}
-
 // out[n, i] = −Σ_j (inp[n, j] − centres[i, j])²
 @compute @workgroup_size(64)
 fn forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {

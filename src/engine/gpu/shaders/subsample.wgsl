@@ -16,10 +16,6 @@ struct Geom {
 @group(0) @binding(7) var<storage, read_write> dcoef: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dbias: array<f32>;
 
-fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
-    return id.y * groups.x * 64u + id.x;
-}
-
 // The sum of plane p's block under output (y, x).
 fn block_sum(p: u32, y: u32, x: u32) -> f32 {
     var s = 0.0;

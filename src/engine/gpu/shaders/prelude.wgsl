@@ -1,0 +1,6 @@
+// Prepended to every shader (src/engine/gpu/kernels.rs): every entry point runs in
+// workgroups of 64, and a dispatch is 2-D when 65,535 groups are not enough; flat()
+// is the invocation's index in the whole dispatch.
+fn flat(id: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return id.y * groups.x * 64u + id.x;
+}
