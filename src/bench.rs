@@ -298,7 +298,7 @@ where
     let started = Instant::now();
     let n = epoch.order.len();
     let (mut seen, mut first) = (0, (f64::NAN, f64::NAN));
-    for _ in 0..batches {
+    for step in 0..batches {
         if epoch.cursor >= n {
             epoch.order.shuffle(&mut epoch.rng);
             epoch.cursor = 0;
@@ -306,7 +306,10 @@ where
         let idx = &epoch.order[epoch.cursor..(epoch.cursor + config.batch).min(n)];
         let b = idx.len();
         epoch.cursor += b;
-        net.reset_train_stats();
+        if step == 0 || step + 1 == batches {
+            // The tally then holds the first step, and at the end the last.
+            net.reset_train_stats();
+        }
         net.train_step(examples, idx, opt, config.lr, None);
         if first.0.is_nan() {
             // Read back once, after the first step (on a GPU this waits for it).

@@ -359,9 +359,15 @@ impl<E: Engine> Network<E> {
         self.mask_grads();
     }
 
-    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
+    pub fn clip_grad_norm(&mut self, max_norm: f32) {
         let n = self.num_params();
         self.engine.clip_grad_norm(E::view_mut(&mut self.grads, 0..n), max_norm)
+    }
+
+    /// `opt`'s state as a checkpoint stores it (read back from the engine's device
+    /// when the updates keep it there).
+    pub fn optimizer_state(&self, opt: &crate::optim::Optimizer) -> Vec<crate::optim::StateTensor> {
+        self.engine.optimizer_state(opt)
     }
 
     pub fn step(&mut self, opt: &mut Optimizer, lr: f64) {

@@ -337,6 +337,19 @@ pub struct Optimizer {
     buf1: Vec<f32>,
     /// Adam/AdamW: `exp_avg_sq`; empty for SGD and SDLM.
     buf2: Vec<f32>,
+    /// The engine (by [`crate::engine::Engine::optimizer_state`]'s id) whose device holds
+    /// the current values of `buf1` and `buf2`, which are then stale here: a GPU keeps
+    /// the state where the updates run and hands it back only for a checkpoint.
+    pub(crate) held_by: Option<u64>,
+}
+
+/// One update as a device kernel takes it (src/engine/gpu/shaders/optim.wgsl): the entry
+/// point, its switches and its scalars, computed as [`Optimizer::step`] computes them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceUpdate {
+    pub entry: &'static str,
+    pub flags: u32,
+    pub scalars: [f32; 8],
 }
 
 impl Optimizer {
@@ -348,7 +361,7 @@ impl Optimizer {
             OptimizerKind::Adam { .. } | OptimizerKind::AdamW { .. } => (len, len),
             OptimizerKind::Sdlm { .. } => (len, 0),
         };
-        Ok(Self { kind, len, step: 0, buf1: vec![0.0; n1], buf2: vec![0.0; n2] })
+        Ok(Self { kind, len, step: 0, buf1: vec![0.0; n1], buf2: vec![0.0; n2], held_by: None })
     }
 
     pub fn kind(&self) -> &OptimizerKind {
@@ -376,6 +389,7 @@ impl Optimizer {
         assert!(matches!(self.kind, OptimizerKind::Sdlm { .. }), "{} takes no curvature", self.kind.name());
         assert_eq!(h.len(), self.len, "curvature of {} values for {} parameters", h.len(), self.len);
         self.buf1.copy_from_slice(h);
+        self.held_by = None;
     }
 
     /// One update of `params` from `grads` at learning rate `lr`.
@@ -412,14 +426,66 @@ impl Optimizer {
     /// `optim.momentum_buffer` (SGD with momentum), or `optim.exp_avg` and
     /// `optim.exp_avg_sq` (Adam, AdamW). Before the first step there are no buffers, as in
     /// PyTorch, where the state is created by the first step.
+    ///
+    /// Panics when the state lives on an engine's device: read it there, with
+    /// [`crate::network::Network::optimizer_state`].
     pub fn state_tensors(&self) -> Vec<StateTensor> {
+        assert!(self.held_by.is_none(), "the optimizer's state is on the GPU: use Network::optimizer_state");
+        self.state_tensors_with(&self.buf1, &self.buf2)
+    }
+
+    /// [`Self::state_tensors`] with the buffers' values given (read back from a device).
+    pub fn state_tensors_with(&self, buf1: &[f32], buf2: &[f32]) -> Vec<StateTensor> {
         let mut out = vec![(STEP_NAME.to_string(), Vec::new(), vec![self.step as f32])];
         if self.step > 0 {
-            for (name, buf) in self.buffer_names().iter().zip([&self.buf1, &self.buf2]) {
-                out.push((name.to_string(), vec![self.len], buf.clone()));
+            for (name, buf) in self.buffer_names().iter().zip([buf1, buf2]) {
+                out.push((name.to_string(), vec![self.len], buf.to_vec()));
             }
         }
         out
+    }
+
+    /// The state buffers as kept here (`buf1`: momentum, `exp_avg` or the curvature;
+    /// `buf2`: `exp_avg_sq`; either may be empty), for an engine to move to its device.
+    pub fn buffers(&self) -> (&[f32], &[f32]) {
+        (&self.buf1, &self.buf2)
+    }
+
+    /// Count one step at `lr` and give the update as a device kernel runs it: the same
+    /// step count and scalars as [`Self::step`], for an engine whose device holds the
+    /// state. Panics as [`Self::step`] does on a bad `lr`.
+    pub fn advance(&mut self, lr: f64) -> DeviceUpdate {
+        assert!(lr.is_finite() && lr >= 0.0, "learning rate must be finite and >= 0, got {lr}");
+        let first = self.step == 0;
+        self.step += 1;
+        let mut scalars = [0.0f32; 8];
+        let (entry, flags) = match self.kind {
+            OptimizerKind::Sgd { momentum, nesterov, weight_decay } => {
+                let s = SgdScalars { neg_lr: (-lr) as f32, momentum: momentum as f32, wd: weight_decay as f32 };
+                scalars[..3].copy_from_slice(&[s.neg_lr, s.momentum, s.wd]);
+                let flags = (weight_decay != 0.0) as u32
+                    | ((momentum != 0.0) as u32) << 1
+                    | ((momentum != 0.0 && nesterov) as u32) << 2
+                    | (first as u32) << 3;
+                ("sgd", flags)
+            }
+            OptimizerKind::Adam { beta1, beta2, eps, weight_decay: wd }
+            | OptimizerKind::AdamW { beta1, beta2, eps, weight_decay: wd } => {
+                let h = AdamScalars::new(lr, beta1, beta2, eps, self.step);
+                let adamw = matches!(self.kind, OptimizerKind::AdamW { .. });
+                let (l2, decay) = match adamw {
+                    false => (wd as f32, 1.0),
+                    true => (0.0, if wd != 0.0 { (1.0 - lr * wd) as f32 } else { 1.0 }),
+                };
+                scalars = [h.w1, h.beta2, h.one_minus_beta2, h.bc2_sqrt, h.eps, h.neg_step_size, l2, decay];
+                ("adam", h.small as u32 | ((l2 != 0.0) as u32) << 1 | ((decay != 1.0) as u32) << 2)
+            }
+            OptimizerKind::Sdlm { mu, .. } => {
+                scalars[..2].copy_from_slice(&[lr as f32, mu as f32]);
+                ("sdlm", 0)
+            }
+        };
+        DeviceUpdate { entry, flags, scalars }
     }
 
     /// Restores what [`Optimizer::state_tensors`] saved. `tensors` must hold exactly the
@@ -486,6 +552,7 @@ impl Optimizer {
         }
 
         self.step = step;
+        self.held_by = None;
         let mut bufs = bufs.into_iter();
         for buf in [&mut self.buf1, &mut self.buf2] {
             if buf.is_empty() {

@@ -378,10 +378,14 @@ where
         for (b, idx) in order.chunks(self.config.batch).enumerate() {
             let t = Instant::now();
             self.net.train_step(&self.train, idx, &mut self.opt, lr, self.config.clip_grad_norm);
+            let curve = is_curve_batch(b + 1, batches);
+            if curve {
+                // On a GPU this waits for the steps so far: the clock includes them.
+                stats = self.net.train_stats();
+            }
             train_secs += t.elapsed().as_secs_f64();
             obs.batch_end(b + 1);
-            if is_curve_batch(b + 1, batches) {
-                stats = self.net.train_stats();
+            if curve {
                 if let Some((batch, loss)) = stats.first_nonfinite {
                     return Err(Diverged { epoch, batch, loss, lr, suggested: lr / 2.0 }.into());
                 }
@@ -444,7 +448,7 @@ where
         Checkpoint {
             spec: self.config.arch.clone(),
             params: self.net.params(),
-            optim: self.opt.state_tensors(),
+            optim: self.net.optimizer_state(&self.opt),
             meta: Meta {
                 epoch: self.epochs_done(),
                 config: serde_json::to_value(&self.config).expect("config serialises"),

@@ -91,10 +91,10 @@ fn conv_matches_the_cpu_engine_and_the_reference() {
 
         let (gx, gw, gb, gdout) = (k.upload(&x), k.upload(&w), k.upload(&b), k.upload(&dout));
         let out = k.zeros(cpu.len());
-        k.conv_forward(&g, batch, &gx, &gw, &gb, &out);
+        k.conv_forward(&g, batch, gx.all(), gw.all(), gb.all(), out.all());
         // dinp is written (start it at garbage), dw and db accumulate onto 0.5 and 0.25.
         let (dx, dw, db) = (k.upload(&vec![7.0; x.len()]), k.upload(&vec![0.5; w.len()]), k.upload(&vec![0.25; g.o]));
-        k.conv_backward(&g, batch, &gx, &gw, &gdout, &dw, &db, Some(&dx));
+        k.conv_backward(&g, batch, gx.all(), gw.all(), gdout.all(), dw.all(), db.all(), Some(dx.all()));
         for (what, got, cpu, want) in [
             ("out", k.download(&out), &cpu, &want),
             ("dx", k.download(&dx), &cpu_dx, &want_dx),
@@ -135,8 +135,8 @@ fn pooling_and_activations_match_the_cpu_engine_and_the_reference() {
         r::pool::pool_forward(&mut want, &f64s(&x), &g, planes);
         r::pool::pool_backward(&mut want_dx, &f64s(&x), &f64s(&dout), &g, planes);
         let (gx, gdout, out, dx) = (k.upload(&x), k.upload(&dout), k.zeros(dout.len()), k.upload(&vec![7.0; x.len()]));
-        k.pool_forward(&g, planes, &gx, &out);
-        k.pool_backward(&g, planes, &gx, &gdout, &dx);
+        k.pool_forward(&g, planes, gx.all(), out.all());
+        k.pool_backward(&g, planes, gx.all(), gdout.all(), dx.all());
         agrees(&format!("{g:?} out"), &k.download(&out), &cpu, &want, 1e-6);
         agrees(&format!("{g:?} dx"), &k.download(&dx), &cpu_dx, &want_dx, 1e-6);
     }
@@ -154,8 +154,8 @@ fn pooling_and_activations_match_the_cpu_engine_and_the_reference() {
         r::activation::activation_forward(&mut want, &f64s(&x), a);
         r::activation::activation_backward(&mut want_dx, &f64s(&x), &f64s(&dout), a);
         let (gx, gdout, out, dx) = (k.upload(&x), k.upload(&dout), k.zeros(x.len()), k.zeros(x.len()));
-        k.activation_forward(a, x.len(), &gx, &out);
-        k.activation_backward(a, x.len(), &gx, &gdout, &dx);
+        k.activation_forward(a, x.len(), gx.all(), out.all());
+        k.activation_backward(a, x.len(), gx.all(), gdout.all(), dx.all());
         agrees(&format!("{a:?} out"), &k.download(&out), &cpu, &want, 1e-5);
         agrees(&format!("{a:?} dx"), &k.download(&dx), &cpu_dx, &want_dx, 1e-5);
     }
@@ -194,8 +194,8 @@ fn linear_matches_the_cpu_engine_and_the_reference() {
             k.upload(&vec![0.5; w.len()]),
             k.upload(&vec![0.25; n]),
         );
-        k.linear_forward(batch, kk, n, &gx, &gw, &gb, &out);
-        k.linear_backward(batch, kk, n, &gx, &gw, &gdout, &dw, &db, &dx);
+        k.linear_forward(batch, kk, n, gx.all(), gw.all(), gb.all(), out.all());
+        k.linear_backward(batch, kk, n, gx.all(), gw.all(), gdout.all(), dw.all(), db.all(), dx.all());
         let what = format!("linear {kk}→{n}");
         agrees(&format!("{what} out"), &k.download(&out), &cpu, &want, 1e-5);
         agrees(&format!("{what} dx"), &k.download(&dx), &cpu_dx, &want_dx, 1e-5);
@@ -241,8 +241,8 @@ fn lenet5_layers_match_the_cpu_engine_and_the_reference() {
         let (gx, gc, gb, gdout) = (k.upload(&x), k.upload(&coef), k.upload(&bias), k.upload(&dout));
         let (out, dx, dc, db) =
             (k.zeros(dout.len()), k.upload(&vec![7.0; x.len()]), k.upload(&vec![0.5; g.c]), k.upload(&vec![0.25; g.c]));
-        k.subsample_forward(&g, batch, &gx, &gc, &gb, &out);
-        k.subsample_backward(&g, batch, &gx, &gc, &gdout, &dc, &db, Some(&dx));
+        k.subsample_forward(&g, batch, gx.all(), gc.all(), gb.all(), out.all());
+        k.subsample_backward(&g, batch, gx.all(), gc.all(), gdout.all(), dc.all(), db.all(), Some(dx.all()));
         agrees(&format!("{g:?} out"), &k.download(&out), &cpu, &want, 1e-5);
         agrees(&format!("{g:?} dx"), &k.download(&dx), &cpu_dx, &want_dx, 1e-5);
         agrees(&format!("{g:?} dcoef"), &k.download(&dc), &cpu_dc, &want_dc, 1e-5);
@@ -260,8 +260,8 @@ fn lenet5_layers_match_the_cpu_engine_and_the_reference() {
     r::rbf::rbf_backward(&mut want_dx, &f64s(&dout), &f64s(&x), &f64s(&centres), batch, kk, n);
     let (gx, gc, gdout, out, dx) =
         (k.upload(&x), k.upload(&centres), k.upload(&dout), k.zeros(cpu.len()), k.zeros(x.len()));
-    k.rbf_forward(batch, kk, n, &gx, &gc, &out);
-    k.rbf_backward(batch, kk, n, &gx, &gc, &gdout, &dx);
+    k.rbf_forward(batch, kk, n, gx.all(), gc.all(), out.all());
+    k.rbf_backward(batch, kk, n, gx.all(), gc.all(), gdout.all(), dx.all());
     agrees("rbf out", &k.download(&out), &cpu, &want, 1e-5);
     agrees("rbf dx", &k.download(&dx), &cpu_dx, &want_dx, 1e-5);
 }
@@ -280,8 +280,8 @@ fn reruns_are_bit_identical() {
     let run = || {
         let (gx, gw, gb, gdout) = (k.upload(&x), k.upload(&w), k.upload(&b), k.upload(&dout));
         let (out, dx, dw, db) = (k.zeros(dout.len()), k.zeros(x.len()), k.zeros(w.len()), k.zeros(g.o));
-        k.conv_forward(&g, batch, &gx, &gw, &gb, &out);
-        k.conv_backward(&g, batch, &gx, &gw, &gdout, &dw, &db, Some(&dx));
+        k.conv_forward(&g, batch, gx.all(), gw.all(), gb.all(), out.all());
+        k.conv_backward(&g, batch, gx.all(), gw.all(), gdout.all(), dw.all(), db.all(), Some(dx.all()));
         [out, dx, dw, db].map(|buf| k.download(&buf).iter().map(|v| v.to_bits()).collect::<Vec<_>>())
     };
     assert!(run() == run(), "two runs on {} differ", k.gpu().adapter.describe());
@@ -345,7 +345,7 @@ fn gathered_batches_are_the_cpu_engines() {
         cpu.gather(&ex, &indices, &mut want_x, &mut want_y);
         let gex = k.upload_examples(&images, &labels, &input);
         let (x, y) = (k.zeros(want_x.len()), k.zeros(want_y.len()));
-        k.gather(&gex, &k.upload_indices(&indices), &x, &y);
+        k.gather(&gex, &k.upload_indices(&indices), x.all(), y.all());
         close(&format!("{preset}: the gathered images"), &k.download(&x), &f64s(&want_x), 1e-7);
         assert_eq!(k.download(&y), want_y, "{preset}: the gathered labels");
     }
@@ -378,8 +378,18 @@ fn criteria_match_the_cpu_engine_and_the_reference() {
             let want = r::loss::loss(criterion, Some(&mut want_dz), &f64s(&z), &labels, w64.as_deref(), classes);
             let y: Vec<f32> = labels.iter().map(|&l| l as f32).collect();
             let (gz, gy, gw) = (k.upload(&z), k.upload(&y), w.map(|w| k.upload(w)));
-            let (dz, scratch, stats) = (k.zeros(z.len()), k.zeros(2 * batch), k.zeros(3));
-            k.loss(criterion, batch, classes, &gz, &gy, gw.as_ref(), &dz, &scratch, &stats);
+            let (dz, scratch, stats) = (k.zeros(z.len()), k.zeros(2 * batch), k.zeros(4));
+            k.loss(
+                criterion,
+                batch,
+                classes,
+                gz.all(),
+                gy.all(),
+                gw.as_ref().map(|w| w.all()),
+                dz.all(),
+                &scratch,
+                &stats,
+            );
             let s = k.download(&stats);
             let mean = s[1] as f64 / s[0] as f64;
             assert!((mean - want.mean()).abs() <= 1e-5 * want.mean().abs(), "{what}: loss {mean} vs {}", want.mean());
@@ -389,3 +399,4 @@ fn criteria_match_the_cpu_engine_and_the_reference() {
         }
     }
 }
+

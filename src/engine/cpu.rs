@@ -259,8 +259,8 @@ impl Engine for CpuEngine {
             *d *= m;
         }
     }
-    fn clip_grad_norm(&self, grads: &mut [f32], max_norm: f32) -> f32 {
-        clip_grad_norm(grads, max_norm)
+    fn clip_grad_norm(&self, grads: &mut [f32], max_norm: f32) {
+        clip_grad_norm(grads, max_norm);
     }
     fn optimizer_step(&self, opt: &mut Optimizer, params: &mut [f32], grads: &[f32], lr: f64) {
         opt.step(params, grads, lr);

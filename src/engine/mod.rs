@@ -12,6 +12,7 @@
 //! whole forward or backward pass in one parallel region. The network sees only
 //! the [`Program`] interface; the tests check the two against each other.
 
+pub mod choice;
 mod chunks;
 pub mod cpu;
 #[cfg(feature = "gpu")]
@@ -26,7 +27,7 @@ use crate::layers::conv::ConvGeom;
 use crate::layers::loss::LossStats;
 use crate::layers::pool::PoolGeom;
 use crate::layers::subsample::SubsampleGeom;
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, StateTensor};
 use crate::spec::{Activation, Criterion, InputSpec};
 
 /// What an engine runs for one layer, with its parameter ranges in the flat
@@ -210,6 +211,10 @@ pub trait Engine: Sync + Sized + 'static {
     /// E.g. `cpu (2 threads)`.
     fn describe(&self) -> String;
 
+    /// Wait until everything asked of the engine so far is done (a GPU runs its work
+    /// after the calls return): before stopping a clock.
+    fn synchronize(&self) {}
+
     /// The thread pool this engine's passes run on, if it has one. A loop of passes
     /// run inside it ([`crate::network::Network::on_workers`]) has the calling thread
     /// work as one of the pool's threads, instead of handing every pass to the pool
@@ -375,9 +380,36 @@ pub trait Engine: Sync + Sized + 'static {
     );
     /// dst ·= mask, elementwise (a masked convolution's left-out weights).
     fn mask(&self, dst: Self::ViewMut<'_>, mask: Self::View<'_>);
-    /// Rescale gradients to a total L2 norm of at most `max_norm`; returns the norm before.
-    fn clip_grad_norm(&self, grads: Self::ViewMut<'_>, max_norm: f32) -> f32;
+    /// Rescale gradients to a total L2 norm of at most `max_norm`.
+    fn clip_grad_norm(&self, grads: Self::ViewMut<'_>, max_norm: f32);
+    /// One update by `opt` at `lr`. An engine may keep the optimizer's state on its
+    /// device from the first update on; [`Self::optimizer_state`] reads it back.
     fn optimizer_step(&self, opt: &mut Optimizer, params: Self::ViewMut<'_>, grads: Self::View<'_>, lr: f64);
+    /// The optimizer's state as a checkpoint stores it, wherever it is kept.
+    fn optimizer_state(&self, opt: &Optimizer) -> Vec<StateTensor> {
+        opt.state_tensors()
+    }
+
+    /// A training batch's loss: ∂L/∂logits into `dlogits` and the batch's statistics
+    /// counted in `tally`. Returns whether the loss was finite, or true where only the
+    /// device knows (its updates then skip the batch there). By default, [`Self::loss`]
+    /// and [`Self::tally_add`].
+    #[allow(clippy::too_many_arguments)]
+    fn loss_into_tally(
+        &self,
+        criterion: Criterion,
+        batch: usize,
+        classes: usize,
+        logits: Self::View<'_>,
+        y: Self::View<'_>,
+        class_weights: Option<Self::View<'_>>,
+        dlogits: Self::ViewMut<'_>,
+        tally: &mut Self::Tally,
+    ) -> bool {
+        let stats = self.loss(criterion, batch, classes, logits, y, class_weights, Some(dlogits));
+        self.tally_add(tally, &stats, batch);
+        stats.mean().is_finite()
+    }
 }
 
 /// The portable program: one engine call per layer, every layer's output kept in
@@ -473,6 +505,29 @@ impl<E: Engine> Program<E> for Layerwise<E> {
                 }
             }
         }
+    }
+
+    fn train_pass(
+        &mut self,
+        e: &E,
+        params: &E::Buf,
+        grads: &mut E::Buf,
+        batch: usize,
+        class_weights: Option<&E::Buf>,
+        tally: &mut E::Tally,
+    ) -> bool {
+        self.forward(e, params, batch);
+        let last = self.chain.ops.len();
+        let classes = self.chain.classes();
+        let class_weights = class_weights.map(|w| E::view(w, 0..classes));
+        let logits = E::view(&self.acts[last], 0..batch * classes);
+        let y = E::view(&self.labels, 0..batch);
+        let d = E::view_mut(&mut self.dacts[last], 0..batch * classes);
+        let finite = e.loss_into_tally(self.chain.criterion, batch, classes, logits, y, class_weights, d, tally);
+        if finite {
+            self.backward(e, params, grads, batch);
+        }
+        finite
     }
 
     fn loss(&mut self, e: &E, batch: usize, class_weights: Option<&E::Buf>, grad: bool) -> LossStats {

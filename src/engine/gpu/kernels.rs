@@ -7,8 +7,14 @@
 //! bits. (A long sum, such as a convolution's weight gradient over a whole batch, is
 //! summed sequentially in f32 by one invocation: exact to the order of its terms, not
 //! fast; a fixed-order tree reduction is the next step for speed.)
+//!
+//! Dispatches are recorded, not submitted one by one: they go into one command encoder,
+//! with their uniform parameters in one buffer, and are submitted together when a
+//! result is read back or the recording is full — many training steps to a submission,
+//! and no step waits for the host.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use wgpu::util::DeviceExt;
 
@@ -24,11 +30,39 @@ use crate::spec::{Activation, Criterion, InputSpec};
 const GROUP: u32 = 64;
 /// The most workgroups one dispatch dimension may have.
 const MAX_GROUPS: u32 = 65_535;
+/// Dispatches recorded before a submission (each has a slot of uniform parameters).
+const SLOTS: usize = 2048;
+/// Bytes of one dispatch's parameters, at most (the largest shader struct is 64).
+const PARAMS_BYTES: usize = 64;
 
 /// An f32 buffer on the GPU.
 pub struct GpuBuf {
     pub buffer: wgpu::Buffer,
     pub len: usize,
+}
+
+impl GpuBuf {
+    /// The whole buffer, as a kernel's argument.
+    pub fn all(&self) -> Slice<'_> {
+        Slice { buf: self, at: 0, len: self.len }
+    }
+}
+
+/// `len` values of a buffer from index `at`: what a kernel reads or writes.
+#[derive(Clone, Copy)]
+pub struct Slice<'a> {
+    pub buf: &'a GpuBuf,
+    pub at: usize,
+    pub len: usize,
+}
+
+impl<'a> Slice<'a> {
+    /// The buffer, for a binding whose shader reads from index 0: activations, which
+    /// always have buffers of their own (parameters, which share one, carry offsets).
+    fn whole(&self) -> &'a wgpu::Buffer {
+        assert_eq!(self.at, 0, "this GPU kernel binds its tensor from the buffer's start");
+        &self.buf.buffer
+    }
 }
 
 /// A u32 buffer on the GPU (example indices).
@@ -42,6 +76,7 @@ pub struct GpuBufU32 {
 pub struct GpuExamples {
     images: wgpu::Buffer,
     labels: wgpu::Buffer,
+    pub(crate) host_labels: Vec<u8>,
     pixels: usize,
     scale: f32,
     shift: f32,
@@ -52,11 +87,24 @@ fn words(bytes: &[u8]) -> Vec<u32> {
     bytes.chunks(4).map(|c| c.iter().rev().fold(0u32, |w, &b| (w << 8) | b as u32)).collect::<Vec<_>>()
 }
 
+/// The dispatches recorded since the last submission.
+struct Recording {
+    encoder: wgpu::CommandEncoder,
+    /// Each dispatch's parameters, `slot` bytes apart, written to `uniforms` just before
+    /// the submission (which orders that write before every recorded dispatch).
+    params: Vec<u8>,
+    uniforms: wgpu::Buffer,
+    dispatches: usize,
+}
+
 /// The compiled kernels of one device.
 pub struct Kernels {
     gpu: Gpu,
-    /// Each entry point's pipeline, by `<shader>.<entry point>`.
-    pipelines: HashMap<String, wgpu::ComputePipeline>,
+    /// Each entry point's pipeline and its bind group layout, by `<shader>.<entry point>`.
+    pipelines: HashMap<String, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    /// Bytes between two dispatches' parameters (the device's uniform offset alignment).
+    slot: usize,
+    recording: Mutex<Option<Recording>>,
 }
 
 /// What every shader starts with (WGSL has no includes): prepended to each file.
@@ -71,7 +119,9 @@ const SHADERS: &[(&str, &str, &[&str])] = &[
     ("subsample", include_str!("shaders/subsample.wgsl"), &["forward", "backward_input", "backward_params"]),
     ("rbf", include_str!("shaders/rbf.wgsl"), &["forward", "backward"]),
     ("gather", include_str!("shaders/gather.wgsl"), &["gather"]),
-    ("loss", include_str!("shaders/loss.wgsl"), &["weight_sum", "example", "reduce"]),
+    ("loss", include_str!("shaders/loss.wgsl"), &["weight_sum", "example", "reduce", "tally"]),
+    ("tensor", include_str!("shaders/tensor.wgsl"), &["fill", "copy", "mask"]),
+    ("optim", include_str!("shaders/optim.wgsl"), &["sgd", "adam", "sdlm", "clip_partial", "clip_norm", "clip_scale"]),
 ];
 
 impl Kernels {
@@ -93,13 +143,16 @@ impl Kernels {
                     compilation_options: Default::default(),
                     cache: None,
                 });
-                pipelines.insert(format!("{kind}.{point}"), pipeline);
+                let layout = pipeline.get_bind_group_layout(0);
+                pipelines.insert(format!("{kind}.{point}"), (pipeline, layout));
             }
             if let Some(e) = pollster::block_on(scope.pop()) {
                 anyhow::bail!("the GPU driver refused shaders/{kind}.wgsl: {e}");
             }
         }
-        Ok(Kernels { gpu, pipelines })
+        let align = gpu.device.limits().min_uniform_buffer_offset_alignment as usize;
+        let slot = PARAMS_BYTES.next_multiple_of(align);
+        Ok(Kernels { gpu, pipelines, slot, recording: Mutex::new(None) })
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -123,28 +176,52 @@ impl Kernels {
         GpuBuf { buffer: self.storage("values", bytemuck::cast_slice(values), usage), len: values.len() }
     }
 
+    /// Write `values` into `dst` from index `at`, in order with the recorded dispatches
+    /// (a copy recorded among them, not a write that would overtake them).
+    pub fn write(&self, dst: &GpuBuf, at: usize, values: &[f32]) {
+        if values.is_empty() {
+            return;
+        }
+        let src = self.storage("staged values", bytemuck::cast_slice(values), wgpu::BufferUsages::COPY_SRC);
+        self.record(|encoder| {
+            encoder.copy_buffer_to_buffer(&src, 0, &dst.buffer, (at * 4) as u64, Some((values.len() * 4) as u64))
+        });
+    }
+
     /// Move a split onto the GPU once, fitted to the input size (on the host, as the
     /// CPU engine does) and kept as bytes.
     pub fn upload_examples(&self, images: &Images, labels: &[u8], input: &InputSpec) -> GpuExamples {
         let fitted = fit_images(images, input);
         let (scale, shift) = pixel_affine(input.normalize);
         let bytes =
-            |label: &str, b: &[u8]| self.storage(label, bytemuck::cast_slice(&words(b)), wgpu::BufferUsages::empty());
+            |label: &str, b: &[u8]| self.storage(label, bytemuck::cast_slice(&words(b)), wgpu::BufferUsages::COPY_DST);
         GpuExamples {
             images: bytes("images", &fitted.pixels),
             labels: bytes("labels", labels),
+            host_labels: labels.to_vec(),
             pixels: fitted.pixels_per_image(),
             scale,
             shift,
         }
     }
 
+    /// Replace a resident split's images with `images` (the same count), in its own
+    /// buffer, in order with the recorded dispatches.
+    pub fn replace_images(&self, examples: &mut GpuExamples, images: &Images, input: &InputSpec) {
+        let fitted = fit_images(images, input);
+        assert_eq!(fitted.pixels.len(), examples.host_labels.len() * examples.pixels, "the same split's images");
+        let src =
+            self.storage("staged images", bytemuck::cast_slice(&words(&fitted.pixels)), wgpu::BufferUsages::COPY_SRC);
+        let size = src.size().min(examples.images.size());
+        self.record(|encoder| encoder.copy_buffer_to_buffer(&src, 0, &examples.images, 0, Some(size)));
+    }
+
     /// x (B, 1, S, S) = the scaled images at `indices`; y (B) = their labels.
-    pub fn gather(&self, examples: &GpuExamples, indices: &GpuBufU32, x: &GpuBuf, y: &GpuBuf) {
+    pub fn gather(&self, examples: &GpuExamples, indices: &GpuBufU32, x: Slice, y: Slice) {
         let p = [indices.len as u32, examples.pixels as u32, examples.scale.to_bits(), examples.shift.to_bits()];
         let (images, labels) = (&examples.images, &examples.labels);
-        let entries = [(1, images), (2, labels), (3, &indices.buffer), (4, &x.buffer), (5, &y.buffer)];
-        self.run_raw("gather.gather", &p, &entries, indices.len * examples.pixels);
+        let entries = [(1, images), (2, labels), (3, &indices.buffer), (4, x.whole()), (5, y.whole())];
+        self.run("gather.gather", &p, &entries, indices.len * examples.pixels);
     }
 
     /// Example indices on the GPU.
@@ -155,50 +232,115 @@ impl Kernels {
 
     /// A buffer of `len` zeros.
     pub fn zeros(&self, len: usize) -> GpuBuf {
-        self.upload(&vec![0.0; len])
+        let buffer = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("zeros"),
+            // wgpu clears a new buffer; a storage buffer may not be empty.
+            size: (len.max(1) * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        GpuBuf { buffer, len }
     }
 
-    /// The values of `buf`, read back (waits for everything submitted before).
-    pub fn download(&self, buf: &GpuBuf) -> Vec<f32> {
-        let size = buf.buffer.size();
+    /// Record `f`'s commands after the dispatches recorded so far.
+    fn record<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut recording = self.recording.lock().expect("the recording lock");
+        let r = recording.get_or_insert_with(|| self.start_recording());
+        f(&mut r.encoder)
+    }
+
+    fn start_recording(&self) -> Recording {
+        let encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("steps") });
+        let uniforms = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dispatch parameters"),
+            size: (SLOTS * self.slot) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Recording { encoder, params: Vec::with_capacity(SLOTS * self.slot), uniforms, dispatches: 0 }
+    }
+
+    /// Submit everything recorded so far (it runs while the host goes on).
+    pub fn submit(&self) {
+        let taken = self.recording.lock().expect("the recording lock").take();
+        if let Some(r) = taken {
+            self.submit_recording(r);
+        }
+    }
+
+    fn submit_recording(&self, r: Recording) {
+        if !r.params.is_empty() {
+            self.gpu.queue.write_buffer(&r.uniforms, 0, &r.params);
+        }
+        self.gpu.queue.submit([r.encoder.finish()]);
+    }
+
+    /// Submit what was recorded and wait until the device has run it.
+    pub fn finish(&self) {
+        self.submit();
+        self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("the GPU finished its work");
+    }
+
+    /// `len` words of `buf` from word `at`, read back as bytes: submits what was
+    /// recorded and waits for it.
+    pub fn read_words(&self, buf: &wgpu::Buffer, at: usize, len: usize) -> Vec<u8> {
+        let size = (len.max(1) * 4) as u64;
         let staging = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read-back"),
             size,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        encoder.copy_buffer_to_buffer(&buf.buffer, 0, &staging, 0, size);
-        self.gpu.queue.submit([encoder.finish()]);
+        if len > 0 {
+            self.record(|encoder| encoder.copy_buffer_to_buffer(buf, (at * 4) as u64, &staging, 0, Some(size)));
+        }
+        self.submit();
         let (tx, rx) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
         self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("the GPU finished its work");
         rx.recv().expect("the map callback ran").expect("the read-back buffer mapped");
-        let values = {
+        let bytes = {
             let view = staging.get_mapped_range(..).expect("a mapped range");
-            bytemuck::cast_slice::<u8, f32>(&view)[..buf.len].to_vec()
+            view[..len * 4].to_vec()
         };
         staging.unmap();
-        values
+        bytes
     }
 
-    /// Run entry point `name` over `invocations` invocations with the uniform `params`
+    /// The values of `buf`, read back (waits for everything recorded before).
+    pub fn download(&self, buf: &GpuBuf) -> Vec<f32> {
+        self.read(buf.all())
+    }
+
+    /// The values of a slice, read back (waits for everything recorded before).
+    pub fn read(&self, s: Slice) -> Vec<f32> {
+        bytemuck::pod_collect_to_vec(&self.read_words(&s.buf.buffer, s.at, s.len))
+    }
+
+    /// Record entry point `name` over `invocations` invocations with the uniform `params`
     /// at binding 0 and `buffers` at their bindings.
-    fn run(&self, name: &str, params: &[u32], buffers: &[(u32, &GpuBuf)], invocations: usize) {
-        let raw: Vec<(u32, &wgpu::Buffer)> = buffers.iter().map(|(b, buf)| (*b, &buf.buffer)).collect();
-        self.run_raw(name, params, &raw, invocations)
-    }
-
-    fn run_raw(&self, name: &str, params: &[u32], buffers: &[(u32, &wgpu::Buffer)], invocations: usize) {
-        let pipeline = &self.pipelines[name];
-        let uniform = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::cast_slice(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+    fn run(&self, name: &str, params: &[u32], buffers: &[(u32, &wgpu::Buffer)], invocations: usize) {
+        let (pipeline, layout) = &self.pipelines[name];
+        let mut recording = self.recording.lock().expect("the recording lock");
+        if recording.as_ref().is_some_and(|r| r.dispatches == SLOTS) {
+            let full = recording.take().expect("a recording");
+            self.submit_recording(full);
+        }
+        let r = recording.get_or_insert_with(|| self.start_recording());
+        let offset = r.params.len();
+        let bytes: &[u8] = bytemuck::cast_slice(params);
+        assert!(bytes.len() <= PARAMS_BYTES, "{name}: parameters of {} bytes", bytes.len());
+        r.params.extend_from_slice(bytes);
+        r.params.resize(offset + self.slot, 0);
+        r.dispatches += 1;
+        let uniform = wgpu::BufferBinding {
+            buffer: &r.uniforms,
+            offset: offset as u64,
+            size: wgpu::BufferSize::new(bytes.len() as u64),
+        };
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(uniform) }];
         entries.extend(
             buffers
                 .iter()
@@ -206,7 +348,7 @@ impl Kernels {
         );
         let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(name),
-            layout: &pipeline.get_bind_group_layout(0),
+            layout,
             entries: &entries,
         });
         let groups = (invocations as u64).div_ceil(GROUP as u64).max(1);
@@ -215,21 +357,18 @@ impl Kernels {
         } else {
             (MAX_GROUPS, groups.div_ceil(MAX_GROUPS as u64) as u32)
         };
-        let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
-        {
-            let mut pass =
-                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(x, y, 1);
-        }
-        self.gpu.queue.submit([encoder.finish()]);
+        let mut pass =
+            r.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(x, y, 1);
     }
 
     /// out (B, O, OH, OW) = conv(inp (B, C, H, W)) with w (O, C, K, K) and b (O).
-    pub fn conv_forward(&self, g: &ConvGeom, batch: usize, inp: &GpuBuf, w: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
-        let invocations = batch * g.out_len();
-        self.run("conv.forward", &conv_params(g, batch), &[(1, inp), (2, w), (3, b), (4, out)], invocations);
+    pub fn conv_forward(&self, g: &ConvGeom, batch: usize, inp: Slice, w: Slice, b: Slice, out: Slice) {
+        let p = conv_params(g, batch, [w.at, b.at, 0, 0]);
+        let entries = [(1, inp.whole()), (2, &w.buf.buffer), (3, &b.buf.buffer), (4, out.whole())];
+        self.run("conv.forward", &p, &entries, batch * g.out_len());
     }
 
     /// dw += ∂L/∂w, db += ∂L/∂b and, when given, dinp = ∂L/∂inp.
@@ -238,48 +377,54 @@ impl Kernels {
         &self,
         g: &ConvGeom,
         batch: usize,
-        inp: &GpuBuf,
-        w: &GpuBuf,
-        dout: &GpuBuf,
-        dw: &GpuBuf,
-        db: &GpuBuf,
-        dinp: Option<&GpuBuf>,
+        inp: Slice,
+        w: Slice,
+        dout: Slice,
+        dw: Slice,
+        db: Slice,
+        dinp: Option<Slice>,
     ) {
-        let p = conv_params(g, batch);
+        let p = conv_params(g, batch, [w.at, 0, dw.at, db.at]);
         if let Some(dinp) = dinp {
-            self.run("conv.backward_input", &p, &[(2, w), (5, dout), (6, dinp)], batch * g.in_len());
+            let entries = [(2, &w.buf.buffer), (5, dout.whole()), (6, dinp.whole())];
+            self.run("conv.backward_input", &p, &entries, batch * g.in_len());
         }
-        self.run("conv.backward_weight", &p, &[(1, inp), (5, dout), (7, dw)], g.weight_len());
-        self.run("conv.backward_bias", &p, &[(5, dout), (8, db)], g.o);
+        let entries = [(1, inp.whole()), (5, dout.whole()), (7, &dw.buf.buffer)];
+        self.run("conv.backward_weight", &p, &entries, g.weight_len());
+        self.run("conv.backward_bias", &p, &[(5, dout.whole()), (8, &db.buf.buffer)], g.o);
     }
 }
 
 impl Kernels {
     /// Planes of H×W pooled to OH×OW.
-    pub fn pool_forward(&self, g: &PoolGeom, planes: usize, inp: &GpuBuf, out: &GpuBuf) {
-        self.run("pool.forward", &pool_params(g, planes), &[(1, inp), (2, out)], planes * g.oh() * g.ow());
+    pub fn pool_forward(&self, g: &PoolGeom, planes: usize, inp: Slice, out: Slice) {
+        let entries = [(1, inp.whole()), (2, out.whole())];
+        self.run("pool.forward", &pool_params(g, planes), &entries, planes * g.oh() * g.ow());
     }
 
     /// dinp = ∂L/∂inp (written).
-    pub fn pool_backward(&self, g: &PoolGeom, planes: usize, inp: &GpuBuf, dout: &GpuBuf, dinp: &GpuBuf) {
-        self.run("pool.backward", &pool_params(g, planes), &[(1, inp), (3, dout), (4, dinp)], planes * g.h * g.w);
+    pub fn pool_backward(&self, g: &PoolGeom, planes: usize, inp: Slice, dout: Slice, dinp: Slice) {
+        let entries = [(1, inp.whole()), (3, dout.whole()), (4, dinp.whole())];
+        self.run("pool.backward", &pool_params(g, planes), &entries, planes * g.h * g.w);
     }
 
     /// out = f(inp), elementwise over `n` values.
-    pub fn activation_forward(&self, a: Activation, n: usize, inp: &GpuBuf, out: &GpuBuf) {
-        self.run("activation.forward", &activation_params(a, n), &[(1, inp), (2, out)], n);
+    pub fn activation_forward(&self, a: Activation, n: usize, inp: Slice, out: Slice) {
+        self.run("activation.forward", &activation_params(a, n), &[(1, inp.whole()), (2, out.whole())], n);
     }
 
     /// dinp = f'(inp) · dout (written).
-    pub fn activation_backward(&self, a: Activation, n: usize, inp: &GpuBuf, dout: &GpuBuf, dinp: &GpuBuf) {
-        self.run("activation.backward", &activation_params(a, n), &[(1, inp), (3, dout), (4, dinp)], n);
+    pub fn activation_backward(&self, a: Activation, n: usize, inp: Slice, dout: Slice, dinp: Slice) {
+        let entries = [(1, inp.whole()), (3, dout.whole()), (4, dinp.whole())];
+        self.run("activation.backward", &activation_params(a, n), &entries, n);
     }
 
     /// out (B, N) = inp (B, K) · wᵀ + b.
     #[allow(clippy::too_many_arguments)]
-    pub fn linear_forward(&self, batch: usize, k: usize, n: usize, inp: &GpuBuf, w: &GpuBuf, b: &GpuBuf, out: &GpuBuf) {
-        let p = u32s(&[batch, k, n, 0]);
-        self.run("linear.forward", &p, &[(1, inp), (2, w), (3, b), (4, out)], batch * n);
+    pub fn linear_forward(&self, batch: usize, k: usize, n: usize, inp: Slice, w: Slice, b: Slice, out: Slice) {
+        let p = u32s(&[batch, k, n, w.at, b.at, 0, 0, 0]);
+        let entries = [(1, inp.whole()), (2, &w.buf.buffer), (3, &b.buf.buffer), (4, out.whole())];
+        self.run("linear.forward", &p, &entries, batch * n);
     }
 
     /// dw += ∂L/∂w, db += ∂L/∂b, dinp = ∂L/∂inp.
@@ -289,32 +434,26 @@ impl Kernels {
         batch: usize,
         k: usize,
         n: usize,
-        inp: &GpuBuf,
-        w: &GpuBuf,
-        dout: &GpuBuf,
-        dw: &GpuBuf,
-        db: &GpuBuf,
-        dinp: &GpuBuf,
+        inp: Slice,
+        w: Slice,
+        dout: Slice,
+        dw: Slice,
+        db: Slice,
+        dinp: Slice,
     ) {
-        let p = u32s(&[batch, k, n, 0]);
-        self.run("linear.backward_input", &p, &[(2, w), (5, dout), (6, dinp)], batch * k);
-        self.run("linear.backward_weight", &p, &[(1, inp), (5, dout), (7, dw)], n * k);
-        self.run("linear.backward_bias", &p, &[(5, dout), (8, db)], n);
+        let p = u32s(&[batch, k, n, w.at, 0, dw.at, db.at, 0]);
+        let entries = [(2, &w.buf.buffer), (5, dout.whole()), (6, dinp.whole())];
+        self.run("linear.backward_input", &p, &entries, batch * k);
+        self.run("linear.backward_weight", &p, &[(1, inp.whole()), (5, dout.whole()), (7, &dw.buf.buffer)], n * k);
+        self.run("linear.backward_bias", &p, &[(5, dout.whole()), (8, &db.buf.buffer)], n);
     }
 
     /// out (B, C, OH, OW) = coef[c] · Σ_block inp + bias[c].
     #[allow(clippy::too_many_arguments)]
-    pub fn subsample_forward(
-        &self,
-        g: &SubsampleGeom,
-        batch: usize,
-        inp: &GpuBuf,
-        coef: &GpuBuf,
-        bias: &GpuBuf,
-        out: &GpuBuf,
-    ) {
-        let p = subsample_params(g, batch);
-        self.run("subsample.forward", &p, &[(1, inp), (2, coef), (3, bias), (4, out)], batch * g.out_len());
+    pub fn subsample_forward(&self, g: &SubsampleGeom, batch: usize, inp: Slice, coef: Slice, bias: Slice, out: Slice) {
+        let p = subsample_params(g, batch, [coef.at, bias.at, 0, 0]);
+        let entries = [(1, inp.whole()), (2, &coef.buf.buffer), (3, &bias.buf.buffer), (4, out.whole())];
+        self.run("subsample.forward", &p, &entries, batch * g.out_len());
     }
 
     /// dcoef += ∂L/∂coef, dbias += ∂L/∂bias and, when given, dinp = ∂L/∂inp.
@@ -323,80 +462,146 @@ impl Kernels {
         &self,
         g: &SubsampleGeom,
         batch: usize,
-        inp: &GpuBuf,
-        coef: &GpuBuf,
-        dout: &GpuBuf,
-        dcoef: &GpuBuf,
-        dbias: &GpuBuf,
-        dinp: Option<&GpuBuf>,
+        inp: Slice,
+        coef: Slice,
+        dout: Slice,
+        dcoef: Slice,
+        dbias: Slice,
+        dinp: Option<Slice>,
     ) {
-        let p = subsample_params(g, batch);
+        let p = subsample_params(g, batch, [coef.at, 0, dcoef.at, dbias.at]);
         if let Some(dinp) = dinp {
-            self.run("subsample.backward_input", &p, &[(2, coef), (5, dout), (6, dinp)], batch * g.in_len());
+            let entries = [(2, &coef.buf.buffer), (5, dout.whole()), (6, dinp.whole())];
+            self.run("subsample.backward_input", &p, &entries, batch * g.in_len());
         }
-        self.run("subsample.backward_params", &p, &[(1, inp), (5, dout), (7, dcoef), (8, dbias)], g.c);
+        let entries = [(1, inp.whole()), (5, dout.whole()), (7, &dcoef.buf.buffer), (8, &dbias.buf.buffer)];
+        self.run("subsample.backward_params", &p, &entries, g.c);
     }
 
     /// out (B, N) = −Σ_j (inp (B, K) − centres (N, K))².
     #[allow(clippy::too_many_arguments)]
-    pub fn rbf_forward(&self, batch: usize, k: usize, n: usize, inp: &GpuBuf, centres: &GpuBuf, out: &GpuBuf) {
+    pub fn rbf_forward(&self, batch: usize, k: usize, n: usize, inp: Slice, centres: Slice, out: Slice) {
         let p = u32s(&[batch, k, n, 0]);
-        self.run("rbf.forward", &p, &[(1, inp), (2, centres), (4, out)], batch * n);
+        self.run("rbf.forward", &p, &[(1, inp.whole()), (2, centres.whole()), (4, out.whole())], batch * n);
     }
 
     /// dinp = ∂L/∂inp (written; the centres are fixed).
     #[allow(clippy::too_many_arguments)]
-    pub fn rbf_backward(
-        &self,
-        batch: usize,
-        k: usize,
-        n: usize,
-        inp: &GpuBuf,
-        centres: &GpuBuf,
-        dout: &GpuBuf,
-        dinp: &GpuBuf,
-    ) {
+    pub fn rbf_backward(&self, batch: usize, k: usize, n: usize, inp: Slice, centres: Slice, dout: Slice, dinp: Slice) {
         let p = u32s(&[batch, k, n, 0]);
-        self.run("rbf.backward", &p, &[(1, inp), (2, centres), (5, dout), (6, dinp)], batch * k);
+        let entries = [(1, inp.whole()), (2, centres.whole()), (5, dout.whole()), (6, dinp.whole())];
+        self.run("rbf.backward", &p, &entries, batch * k);
     }
 }
 
 impl Kernels {
     /// The batch's loss under `criterion` against labels y (as f32), with optional class
-    /// weights: dz = ∂(mean loss)/∂z, and stats (3 values, on the device) = [Σ w_y,
-    /// Σ w_y·E, correct]; `scratch` holds 2 values per example.
+    /// weights: dz = ∂(mean loss)/∂z, and stats (4 values, on the device) = [Σ w_y,
+    /// Σ w_y·E, correct, finite]; `scratch` holds 2 values per example.
     #[allow(clippy::too_many_arguments)]
     pub fn loss(
         &self,
         criterion: Criterion,
         batch: usize,
         classes: usize,
-        z: &GpuBuf,
-        y: &GpuBuf,
-        class_weights: Option<&GpuBuf>,
-        dz: &GpuBuf,
+        z: Slice,
+        y: Slice,
+        class_weights: Option<Slice>,
+        dz: Slice,
         scratch: &GpuBuf,
         stats: &GpuBuf,
     ) {
-        let (kind, j) = match criterion {
-            Criterion::CrossEntropy => (0, 0.0f32),
-            Criterion::Map { j } => (1, j),
-            Criterion::Mse => (2, 0.0),
-        };
-        let p = [batch as u32, classes as u32, kind, j.to_bits(), class_weights.is_some() as u32, 0, 0, 0];
-        // Without class weights the shader reads none, but the binding must exist.
-        let none;
-        let weights = match class_weights {
-            Some(w) => w,
-            None => {
-                none = self.zeros(1);
-                &none
-            }
-        };
+        let p = loss_params(criterion, batch, classes, class_weights.is_some());
+        // Without class weights the shader reads none, but the binding must exist: the
+        // labels stand in (read-only, as the weights would be).
+        let weights = class_weights.map_or(y.whole(), |w| w.whole());
+        let (z, y, dz, scratch, stats) = (z.whole(), y.whole(), dz.whole(), &scratch.buffer, &stats.buffer);
         self.run("loss.weight_sum", &p, &[(2, y), (3, weights), (6, stats)], 1);
         self.run("loss.example", &p, &[(1, z), (2, y), (3, weights), (4, dz), (5, scratch), (6, stats)], batch);
         self.run("loss.reduce", &p, &[(5, scratch), (6, stats)], 1);
     }
+
+    /// Add the last loss's `stats`, of a batch of `batch` examples, to the running sums
+    /// in `running` (6 u32 words: see loss.wgsl).
+    pub fn tally(&self, batch: usize, stats: &GpuBuf, running: &wgpu::Buffer) {
+        let p = loss_params(Criterion::CrossEntropy, batch, 0, false);
+        self.run("loss.tally", &p, &[(6, &stats.buffer), (7, running)], 1);
+    }
+
+    /// dst = value.
+    pub fn fill(&self, dst: Slice, value: f32) {
+        let p = [dst.len as u32, dst.at as u32, 0, value.to_bits()];
+        self.run("tensor.fill", &p, &[(2, &dst.buf.buffer)], dst.len);
+    }
+
+    /// dst = src.
+    pub fn copy(&self, src: Slice, dst: Slice) {
+        assert_eq!(src.len, dst.len, "a copy between slices of one length");
+        let p = [dst.len as u32, dst.at as u32, src.at as u32, 0];
+        self.run("tensor.copy", &p, &[(1, &src.buf.buffer), (2, &dst.buf.buffer)], dst.len);
+    }
+
+    /// dst ·= mask.
+    pub fn mask(&self, dst: Slice, mask: Slice) {
+        let p = [dst.len as u32, dst.at as u32, mask.at as u32, 0];
+        self.run("tensor.mask", &p, &[(1, &mask.buf.buffer), (2, &dst.buf.buffer)], dst.len);
+    }
+
+    /// Scale `grads` to an L2 norm of at most `max_norm`, in a fixed order: partial sums
+    /// of [`CLIP_CHUNK`] squares, their sum, the scaling. `partial` holds
+    /// ⌈len / CLIP_CHUNK⌉ + 1 values.
+    pub fn clip_grad_norm(&self, grads: Slice, max_norm: f32, partial: &GpuBuf) {
+        let n = grads.len;
+        let chunks = n.div_ceil(CLIP_CHUNK);
+        assert!(partial.len > chunks, "room for the partial sums");
+        let mut p = [0u32; 12];
+        p[0] = n as u32;
+        p[2] = CLIP_CHUNK as u32;
+        p[4] = max_norm.to_bits();
+        let (g, part) = (grads.whole(), &partial.buffer);
+        self.run("optim.clip_partial", &p, &[(6, g), (7, part)], chunks);
+        self.run("optim.clip_norm", &p, &[(7, part)], 1);
+        self.run("optim.clip_scale", &p, &[(6, g), (7, part)], n);
+    }
+
+    /// One optimizer update of `params` from `grads` by entry point `optim.<kind>`, with
+    /// the flags and scalars `h` as optim.wgsl reads them and the state `m`, `v`;
+    /// skipped on the device when `stats` says the last loss was not a number.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &self,
+        kind: &str,
+        flags: u32,
+        h: [f32; 8],
+        params: Slice,
+        grads: Slice,
+        m: &GpuBuf,
+        v: &GpuBuf,
+        stats: &GpuBuf,
+    ) {
+        let n = params.len;
+        assert_eq!(grads.len, n, "as many gradients as parameters");
+        let mut p = vec![n as u32, flags, 0, 0];
+        p.extend(h.iter().map(|x| x.to_bits()));
+        let (g, w, stats) = (grads.whole(), params.whole(), &stats.buffer);
+        let entries: Vec<(u32, &wgpu::Buffer)> = match kind {
+            "adam" => vec![(1, g), (2, w), (3, &m.buffer), (4, &v.buffer), (5, stats)],
+            _ => vec![(1, g), (2, w), (3, &m.buffer), (5, stats)],
+        };
+        self.run(&format!("optim.{kind}"), &p, &entries, n);
+    }
+}
+
+/// Gradients per partial sum when clipping.
+pub const CLIP_CHUNK: usize = 256;
+
+fn loss_params(criterion: Criterion, batch: usize, classes: usize, weighted: bool) -> Vec<u32> {
+    let (kind, j) = match criterion {
+        Criterion::CrossEntropy => (0, 0.0f32),
+        Criterion::Map { j } => (1, j),
+        Criterion::Mse => (2, 0.0),
+    };
+    vec![batch as u32, classes as u32, kind, j.to_bits(), weighted as u32, 0, 0, 0]
 }
 
 fn pool_params(g: &PoolGeom, planes: usize) -> Vec<u32> {
@@ -415,8 +620,9 @@ fn activation_params(a: Activation, n: usize) -> Vec<u32> {
     vec![n as u32, kind, f32::to_bits(slope), 0]
 }
 
-fn subsample_params(g: &SubsampleGeom, batch: usize) -> Vec<u32> {
-    u32s(&[g.c, g.h, g.w, g.size, g.oh(), g.ow(), batch, 0])
+/// Subsampling's geometry, then where its coefficients, biases and their gradients start.
+fn subsample_params(g: &SubsampleGeom, batch: usize, at: [usize; 4]) -> Vec<u32> {
+    u32s(&[g.c, g.h, g.w, g.size, g.oh(), g.ow(), batch, at[0], at[1], at[2], at[3], 0])
 }
 
 /// A shader's uniform parameters: sizes as the u32s its `struct` declares.
@@ -424,6 +630,7 @@ fn u32s(sizes: &[usize]) -> Vec<u32> {
     sizes.iter().map(|&v| v as u32).collect()
 }
 
-fn conv_params(g: &ConvGeom, batch: usize) -> Vec<u32> {
-    u32s(&[g.c, g.h, g.w, g.o, g.k, g.pad, g.stride, g.oh(), g.ow(), batch, 0, 0])
+/// A convolution's geometry, then where its weight, bias and their gradients start.
+fn conv_params(g: &ConvGeom, batch: usize, at: [usize; 4]) -> Vec<u32> {
+    u32s(&[g.c, g.h, g.w, g.o, g.k, g.pad, g.stride, g.oh(), g.ow(), batch, at[0], at[1], at[2], at[3], 0, 0])
 }

@@ -2,12 +2,12 @@
 //! Vulkan, Apple through Metal, Windows through DX12, and in CI Mesa's software Vulkan
 //! device (lavapipe), which runs the same code.
 //!
-//! What is here so far: choosing and opening a device ([`device`]), and the kernels
-//! ([`kernels`]: every layer kind forward and backward, the criteria with their sums kept
-//! on the device, batches gathered and scaled from a split resident as bytes), each
-//! tested against the CPU engine and the reference (tests/gpu.rs). The `Engine`
-//! implementation (optimizers and clipping on the device, many steps per submission) and
-//! training on the GPU come next.
+//! Choosing and opening a device ([`device`]); the kernels ([`kernels`]: every layer kind
+//! forward and backward, the criteria with their sums kept on the device, batches
+//! gathered and scaled from a split resident as bytes, the optimizers and clipping),
+//! each tested against the CPU engine and the reference (tests/gpu.rs); and the engine
+//! over them ([`engine::GpuEngine`]), which trains, evaluates and predicts.
 
 pub mod device;
+pub mod engine;
 pub mod kernels;

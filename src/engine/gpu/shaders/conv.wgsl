@@ -6,7 +6,10 @@
 struct Geom {
     c: u32, h: u32, w: u32, o: u32,
     k: u32, pad: u32, stride: u32, oh: u32,
-    ow: u32, batch: u32, _0: u32, _1: u32,
+    ow: u32, batch: u32,
+    // Where the weight, bias and their gradients start in their buffers (one flat
+    // buffer holds every layer's parameters).
+    w_at: u32, b_at: u32, dw_at: u32, db_at: u32, _0: u32, _1: u32,
 }
 
 @group(0) @binding(0) var<uniform> g: Geom;
@@ -28,7 +31,7 @@ fn forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups
     let y = (idx / g.ow) % g.oh;
     let o = (idx / (g.ow * g.oh)) % g.o;
     let n = idx / (g.ow * g.oh * g.o);
-    var s = bias[o];
+    var s = bias[g.b_at + o];
     for (var c = 0u; c < g.c; c++) {
         for (var i = 0u; i < g.k; i++) {
             let iy = i32(y * g.stride + i) - i32(g.pad);
@@ -36,7 +39,7 @@ fn forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups
             for (var j = 0u; j < g.k; j++) {
                 let ix = i32(x * g.stride + j) - i32(g.pad);
                 if (ix < 0 || ix >= i32(g.w)) { continue; }
-                s += wt[((o * g.c + c) * g.k + i) * g.k + j] * inp[((n * g.c + c) * g.h + u32(iy)) * g.w + u32(ix)];
+                s += wt[g.w_at + ((o * g.c + c) * g.k + i) * g.k + j] * inp[((n * g.c + c) * g.h + u32(iy)) * g.w + u32(ix)];
             }
         }
     }
@@ -63,7 +66,7 @@ fn backward_input(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wor
                 let tx = i32(ix + g.pad) - i32(j);
                 if (tx < 0 || tx % i32(g.stride) != 0 || tx / i32(g.stride) >= i32(g.ow)) { continue; }
                 let x = u32(tx) / g.stride;
-                s += wt[((o * g.c + c) * g.k + i) * g.k + j] * dout[((n * g.o + o) * g.oh + y) * g.ow + x];
+                s += wt[g.w_at + ((o * g.c + c) * g.k + i) * g.k + j] * dout[((n * g.o + o) * g.oh + y) * g.ow + x];
             }
         }
     }
@@ -91,7 +94,7 @@ fn backward_weight(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wo
             }
         }
     }
-    dw[idx] += s;
+    dw[g.dw_at + idx] += s;
 }
 
 // db[o] += Σ_n Σ_y Σ_x dout[n, o, y, x]
@@ -105,5 +108,5 @@ fn backward_bias(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_work
             s += dout[(n * g.o + o) * g.oh * g.ow + p];
         }
     }
-    db[o] += s;
+    db[g.db_at + o] += s;
 }

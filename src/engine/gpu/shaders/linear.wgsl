@@ -2,7 +2,9 @@
 // src/reference/linear.rs (weight stored out × in, as PyTorch's Linear).
 
 struct Geom {
-    batch: u32, k: u32, n: u32, _0: u32,
+    batch: u32, k: u32, n: u32,
+    // Where the weight, bias and their gradients start in their buffers.
+    w_at: u32, b_at: u32, dw_at: u32, db_at: u32, _0: u32,
 }
 
 @group(0) @binding(0) var<uniform> g: Geom;
@@ -22,9 +24,9 @@ fn forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups
     if (idx >= g.batch * g.n) { return; }
     let j = idx % g.n;
     let b = idx / g.n;
-    var s = bias[j];
+    var s = bias[g.b_at + j];
     for (var q = 0u; q < g.k; q++) {
-        s += wt[j * g.k + q] * inp[b * g.k + q];
+        s += wt[g.w_at + j * g.k + q] * inp[b * g.k + q];
     }
     out[idx] = s;
 }
@@ -38,7 +40,7 @@ fn backward_input(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wor
     let b = idx / g.k;
     var s = 0.0;
     for (var j = 0u; j < g.n; j++) {
-        s += wt[j * g.k + q] * dout[b * g.n + j];
+        s += wt[g.w_at + j * g.k + q] * dout[b * g.n + j];
     }
     dinp[idx] = s;
 }
@@ -54,7 +56,7 @@ fn backward_weight(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wo
     for (var b = 0u; b < g.batch; b++) {
         s += dout[b * g.n + j] * inp[b * g.k + q];
     }
-    dw[idx] += s;
+    dw[g.dw_at + idx] += s;
 }
 
 // db[j] += Σ_n dout[n, j]
@@ -66,5 +68,5 @@ fn backward_bias(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_work
     for (var b = 0u; b < g.batch; b++) {
         s += dout[b * g.n + j];
     }
-    db[j] += s;
+    db[g.db_at + j] += s;
 }

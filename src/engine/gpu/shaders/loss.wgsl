@@ -1,7 +1,9 @@
 // The training criteria on the GPU (the formulas of src/reference/loss.rs): each
 // example's weighted loss, whether its highest output is the label, and its row of
 // ∂(mean loss)/∂outputs; then the batch's sums, in example order, into `stats` — on the
-// device, so that no step waits for the host. stats = [Σ w_y, Σ w_y·E, correct].
+// device, so that no step waits for the host. stats = [Σ w_y, Σ w_y·E, correct, finite]:
+// finite is 1 when the batch's mean loss is a number (the updates read it), else 0.
+// `tally` adds a training batch's statistics to the epoch's running sums.
 
 struct Params {
     batch: u32, classes: u32,
@@ -17,6 +19,9 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> dz: array<f32>;
 @group(0) @binding(5) var<storage, read_write> per_example: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+// [Σ batch mean loss·examples (f32 bits), its compensation (Kahan; f32 bits), correct,
+// batches, the first batch whose loss was not a number (0: none), that loss (f32 bits)].
+@group(0) @binding(7) var<storage, read_write> running: array<u32>;
 
 fn weight(c: u32) -> f32 {
     return select(1.0, class_weights[c], p.weighted == 1u);
@@ -83,4 +88,26 @@ fn reduce(@builtin(global_invocation_id) id: vec3<u32>) {
     }
     stats[1] = loss;
     stats[2] = correct;
+    stats[3] = select(0.0, 1.0, is_finite(loss / stats[0]));
+}
+
+// running += this batch of p.batch examples, in batch order (one invocation). The loss
+// sum is compensated: f32 with Kahan's correction stays within an ulp or two of the
+// CPU engine's f64 sum over an epoch's hundreds of batches.
+@compute @workgroup_size(64)
+fn tally(@builtin(global_invocation_id) id: vec3<u32>) {
+    if (id.x != 0u) { return; }
+    let mean = stats[1] / stats[0];
+    let batches = running[3] + 1u;
+    running[3] = batches;
+    if (!is_finite(mean) && running[4] == 0u) {
+        running[4] = batches;
+        running[5] = bitcast<u32>(mean);
+    }
+    let sum0 = bitcast<f32>(running[0]);
+    let term = mean * f32(p.batch) - bitcast<f32>(running[1]);
+    let sum = sum0 + term;
+    running[1] = bitcast<u32>((sum - sum0) - term);
+    running[0] = bitcast<u32>(sum);
+    running[2] += u32(stats[2]);
 }

@@ -3,7 +3,9 @@
 
 struct Geom {
     c: u32, h: u32, w: u32, size: u32,
-    oh: u32, ow: u32, batch: u32, _0: u32,
+    oh: u32, ow: u32, batch: u32,
+    // Where the coefficients, biases and their gradients start in their buffers.
+    coef_at: u32, bias_at: u32, dcoef_at: u32, dbias_at: u32, _0: u32,
 }
 
 @group(0) @binding(0) var<uniform> g: Geom;
@@ -36,7 +38,7 @@ fn forward(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups
     let y = (idx / g.ow) % g.oh;
     let p = idx / (g.ow * g.oh);
     let c = p % g.c;
-    out[idx] = coef[c] * block_sum(p, y, x) + bias[c];
+    out[idx] = coef[g.coef_at + c] * block_sum(p, y, x) + bias[g.bias_at + c];
 }
 
 // dinp[n, c, iy, ix] = coef[c] · dout of the block holding (iy, ix), 0 under no block
@@ -53,7 +55,7 @@ fn backward_input(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wor
         dinp[idx] = 0.0;
         return;
     }
-    dinp[idx] = coef[p % g.c] * dout[(p * g.oh + y) * g.ow + x];
+    dinp[idx] = coef[g.coef_at + p % g.c] * dout[(p * g.oh + y) * g.ow + x];
 }
 
 // dcoef[c] += Σ dout · (block sum), dbias[c] += Σ dout, over the batch and the map
@@ -73,6 +75,6 @@ fn backward_params(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wo
             }
         }
     }
-    dcoef[c] += sc;
-    dbias[c] += sb;
+    dcoef[g.dcoef_at + c] += sc;
+    dbias[g.dbias_at + c] += sb;
 }
