@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "common/toy_idx.rs"]
+mod toy_idx;
+use toy_idx::write_toy_dataset;
+
 use lenet::data::idx;
-use lenet::data::Images;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 fn lenet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lenet"))
@@ -30,26 +31,6 @@ fn fails(args: &[&str]) -> String {
     let out = lenet(args);
     assert!(!out.status.success(), "lenet {args:?} should fail");
     String::from_utf8_lossy(&out.stderr).to_string()
-}
-
-/// A toy "mnist" in IDX files: class c is a bright bar at a class-specific place.
-fn write_toy_dataset(dir: &Path) {
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    for (stem, n) in [("train", 600), ("t10k", 200)] {
-        let mut pixels = vec![0u8; n * 784];
-        let labels: Vec<u8> = (0..n).map(|_| rng.gen_range(0..10)).collect();
-        for (i, &c) in labels.iter().enumerate() {
-            let (y0, x0) = (4 + (c as usize / 5) * 12, 2 + (c as usize % 5) * 5);
-            for y in y0..y0 + 8 {
-                for x in x0..x0 + 4 {
-                    pixels[i * 784 + y * 28 + x] = 255;
-                }
-            }
-        }
-        let images = Images { count: n, rows: 28, cols: 28, pixels };
-        idx::write_images(&dir.join(format!("{stem}-images-idx3-ubyte.gz")), &images).unwrap();
-        idx::write_labels(&dir.join(format!("{stem}-labels-idx1-ubyte")), &labels).unwrap();
-    }
 }
 
 fn p(path: &Path) -> &str {
@@ -140,6 +121,8 @@ fn train_resume_eval_end_to_end() {
         "32",
         "--threads",
         "2",
+        "--device",
+        "cpu",
     ];
     let full: PathBuf = dir.path().join("full");
     let mut args = common.to_vec();

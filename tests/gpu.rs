@@ -400,3 +400,100 @@ fn criteria_match_the_cpu_engine_and_the_reference() {
     }
 }
 
+#[path = "common/toy_idx.rs"]
+mod toy_idx;
+
+fn lenet_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lenet")).args(args).envs(env.iter().copied()).output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(
+        !stdout.contains("panicked") && !stderr.contains("panicked"),
+        "lenet {args:?} panicked:\n{stdout}\n{stderr}"
+    );
+    (out.status.success(), stdout, stderr)
+}
+
+/// The Vulkan loader pointed at no driver.
+const NO_DRIVER: [(&str, &str); 3] = [
+    ("VK_DRIVER_FILES", "/nonexistent/icd.json"),
+    ("VK_ICD_FILENAMES", "/nonexistent/icd.json"),
+    ("WGPU_BACKEND", "vulkan"),
+];
+
+/// The command line on the GPU: train says where it trains, the checkpoint resumes on
+/// the CPU, eval and export --logits on the GPU give the CPU's accuracy and logits, and
+/// predict runs there; `--device gpu` with no adapter is a clear error, `--device auto`
+/// falls back to the CPU and says why.
+#[test]
+fn the_command_line_runs_on_the_gpu() {
+    let Some(k) = kernels() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    toy_idx::write_toy_dataset(&data);
+    let p = |path: &std::path::Path| path.to_str().unwrap().to_string();
+    let run = dir.path().join("run");
+    let (data_s, run_s) = (p(&data), p(&run));
+    let train = [
+        "--data-dir",
+        &data_s,
+        "train",
+        "--dataset",
+        "mnist",
+        "--arch",
+        "relu",
+        "--optimizer",
+        "adam",
+        "--batch",
+        "32",
+        "--epochs",
+        "1",
+        "--run-dir",
+        &run_s,
+        "--device",
+        "gpu",
+    ];
+    let (ok, out, err) = lenet_cli(&train, &[]);
+    assert!(ok, "{out}\n{err}");
+    let adapter = k.gpu().adapter.describe();
+    assert!(out.contains(&format!("training on {adapter}")), "{out}");
+    assert!(out.contains(&format!("examples/sec on {adapter}")), "{out}");
+
+    let last = p(&run.join("last.safetensors"));
+    let (ok, out, err) =
+        lenet_cli(&["--data-dir", &data_s, "train", "--resume", &last, "--epochs", "2", "--device", "cpu"], &[]);
+    assert!(ok && out.contains("resuming") && out.contains("training on cpu"), "{out}\n{err}");
+
+    let accuracy = |device: &str| {
+        let (ok, out, err) = lenet_cli(&["--data-dir", &data_s, "eval", &last, "--device", device], &[]);
+        assert!(ok, "{out}\n{err}");
+        out.lines().find(|l| l.starts_with("examples")).expect("the accuracy line").to_string()
+    };
+    assert_eq!(accuracy("gpu"), accuracy("cpu"));
+
+    let logits = |device: &str| {
+        let file = dir.path().join(format!("logits-{device}.safetensors"));
+        let (ok, out, err) =
+            lenet_cli(&["--data-dir", &data_s, "export", &last, "--logits", &p(&file), "--device", device], &[]);
+        assert!(ok, "{out}\n{err}");
+        let bytes = std::fs::read(&file).unwrap();
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = tensors.tensor("logits").unwrap();
+        bytemuck::pod_collect_to_vec::<u8, f32>(t.data())
+    };
+    let (on_gpu, on_cpu) = (logits("gpu"), logits("cpu"));
+    close("the exported logits", &on_gpu, &f64s(&on_cpu), 1e-4);
+
+    let (ok, out, err) =
+        lenet_cli(&["--data-dir", &data_s, "predict", &last, "--dataset", "mnist", "--device", "gpu"], &[]);
+    assert!(ok && !out.is_empty(), "{out}\n{err}");
+
+    // No adapter: `gpu` is an error that says so, `auto` runs on the CPU and says why.
+    let (ok, out, err) = lenet_cli(&train, &NO_DRIVER);
+    assert!(!ok && err.contains("no GPU adapter found") && err.contains("--device cpu"), "{out}\n{err}");
+    let (ok, out, err) = lenet_cli(&["--data-dir", &data_s, "eval", &last, "--device", "auto"], &NO_DRIVER);
+    assert!(
+        ok && err.contains("--device auto: no GPU adapter found") && err.contains("running on the CPU"),
+        "{out}\n{err}"
+    );
+}

@@ -8,11 +8,10 @@ use clap::Args;
 
 use lenet::bench::{self, BenchConfig};
 use lenet::data::{self, DatasetKind};
-use lenet::engine::cpu::CpuEngine;
-use lenet::engine::Engine;
 use lenet::optim::OptimizerKind;
 
 use super::arch::ArchArgs;
+use super::device::{self, on_engine, AnyEngine, DeviceArgs};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -25,6 +24,8 @@ pub struct BenchArgs {
     /// CPU threads (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Unmeasured repeats first.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
@@ -84,29 +85,31 @@ pub fn run(args: BenchArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         (config.warmup, config.repeats, config.train_batches, config.eval_batches) = (0, 1, 5, 5);
         sgemm_size = sgemm_size.min(256);
     }
-    let engine = CpuEngine::new(args.threads)?;
-    let threads = engine.threads();
+    let threads =
+        if args.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { args.threads };
+    let engine = device::open(args.device.device, threads)?;
+    let describe = engine.describe();
+    if !matches!(engine, AnyEngine::Cpu(_)) {
+        // The CPU's matrix-multiply peak says nothing of a GPU's.
+        sgemm_size = 0;
+    }
     let ds = data::load(args.dataset, data_dir)?;
     let load_secs = entered.elapsed().as_secs_f64();
     if !args.json {
         println!(
             "lenet bench: {} on {}, batch {}, {}, {} warm-up + {} measured repeat(s)",
-            config.spec.name,
-            args.dataset,
-            config.batch,
-            engine.describe(),
-            config.warmup,
-            config.repeats
+            config.spec.name, args.dataset, config.batch, describe, config.warmup, config.repeats
         );
     }
     let json = args.json;
     let before_run = entered.elapsed().as_secs_f64();
-    let report = bench::run(engine, &config, &ds.train, &ds.test, &mut |phase, repeat, eps| {
+    let mut on_repeat = |phase: &str, repeat: usize, eps: f64| {
         if !json {
             let which = if repeat == 0 { "warm-up".to_string() } else { format!("repeat {repeat}") };
             println!("  {phase:<5} {which:<9} {eps:>9.0} examples/sec");
         }
-    })?;
+    };
+    let report = on_engine!(engine, e => bench::run(e, &config, &ds.train, &ds.test, &mut on_repeat))?;
     let peak_rss = bench::peak_rss_bytes();
     // From process start: the process's age when the command began (10 ms resolution)
     // plus what this command measured itself.

@@ -8,7 +8,6 @@ use clap::Args;
 
 use lenet::checkpoint;
 use lenet::data::{self, DatasetKind};
-use lenet::engine::cpu::CpuEngine;
 use lenet::engine::Engine;
 use lenet::eval::evaluate;
 use lenet::network::Network;
@@ -16,6 +15,7 @@ use lenet::trainer::{TrainConfig, EVAL_BATCH};
 
 use super::arch::ArchArgs;
 use super::data::SplitName;
+use super::device::{self, on_engine, DeviceArgs};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -31,6 +31,8 @@ pub struct EvalArgs {
     pub arch: ArchArgs,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Also draw the confusion matrix as a heat map with class names (.png or .svg).
     #[arg(long, value_name = "PICTURE")]
     pub confusion: Option<PathBuf>,
@@ -48,10 +50,12 @@ pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         SplitName::Train => &ds.train,
         SplitName::Test => &ds.test,
     };
-    let mut net = Network::new(CpuEngine::new(args.threads)?, &ck.spec)?;
-    net.set_params(&ck.params)?;
-    let examples = net.engine.upload_examples(&split.images, &split.labels, &ck.spec.input);
-    let result = evaluate(&mut net, &examples, EVAL_BATCH);
+    let result = on_engine!(device::open(args.device.device, args.threads)?, e => {
+        let mut net = Network::new(e, &ck.spec)?;
+        net.set_params(&ck.params)?;
+        let examples = net.engine.upload_examples(&split.images, &split.labels, &ck.spec.input);
+        evaluate(&mut net, &examples, EVAL_BATCH)
+    });
     let epoch = if ck.meta.epoch > 0 { format!(", epoch {}", ck.meta.epoch) } else { String::new() };
     println!("{} (architecture {}{epoch}) on {kind} {:?}", args.checkpoint.display(), ck.spec.name, args.split);
     print!("{}", result.report(&kind.class_names()));

@@ -10,7 +10,6 @@ use clap::{ArgGroup, Args};
 use lenet::atomic::write_atomic;
 use lenet::checkpoint;
 use lenet::data::{self, DatasetKind};
-use lenet::engine::cpu::CpuEngine;
 use lenet::engine::Engine;
 use lenet::export;
 use lenet::network::Network;
@@ -18,6 +17,7 @@ use lenet::trainer::{TrainConfig, EVAL_BATCH};
 
 use super::arch::ArchArgs;
 use super::data::SplitName;
+use super::device::{self, on_engine, DeviceArgs};
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("output").required(true).multiple(true).args(["onnx", "state_dict", "logits"])))]
@@ -46,6 +46,8 @@ pub struct ExportArgs {
     pub arch: ArchArgs,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 pub fn run(args: ExportArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
@@ -84,17 +86,19 @@ pub fn run(args: ExportArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
             SplitName::Train => &ds.train,
             SplitName::Test => &ds.test,
         };
-        let mut net = Network::new(CpuEngine::new(args.threads)?, &ck.spec)?;
-        net.set_params(&ck.params)?;
-        let examples = net.engine.upload_examples(&split.images, &split.labels, &ck.spec.input);
-        let logits = export::logits(&mut net, &examples, EVAL_BATCH);
+        let (logits, classes) = on_engine!(device::open(args.device.device, args.threads)?, e => {
+            let mut net = Network::new(e, &ck.spec)?;
+            net.set_params(&ck.params)?;
+            let examples = net.engine.upload_examples(&split.images, &split.labels, &ck.spec.input);
+            (export::logits(&mut net, &examples, EVAL_BATCH), net.num_classes())
+        });
         let metadata = HashMap::from([
             ("checkpoint".to_string(), args.checkpoint.display().to_string()),
             ("dataset".to_string(), kind.to_string()),
             ("split".to_string(), format!("{:?}", args.split).to_lowercase()),
             ("architecture".to_string(), ck.spec.name.clone()),
         ]);
-        let bytes = export::logits_bytes(&logits, &split.labels, net.num_classes(), metadata)
+        let bytes = export::logits_bytes(&logits, &split.labels, classes, metadata)
             .map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))?;
         write_atomic(path, &bytes)?;
         println!("wrote {} (logits of {} {kind} {:?} examples)", path.display(), split.labels.len(), args.split);

@@ -4,6 +4,7 @@ mod arch;
 mod bench;
 mod compare;
 mod data;
+mod device;
 #[cfg(feature = "gpu")]
 mod devices;
 mod eval;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use lenet::checkpoint::{self, Checkpoint};
 use lenet::data::{self, DatasetKind, Images};
-use lenet::engine::cpu::CpuEngine;
+use lenet::engine::Engine;
 use lenet::network::Network;
 use lenet::predict::{load_image, outputs, prepare, probabilities, softmax, top_k, Prepared, Style, SIDE};
 use lenet::trainer::{TrainConfig, EVAL_BATCH};
@@ -18,6 +18,7 @@ use lenet::viz::save_rgb_png;
 
 use super::arch::ArchArgs;
 use super::data::SplitName;
+use super::device::{self, on_engine, DeviceArgs};
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
@@ -66,6 +67,8 @@ pub struct PredictArgs {
     pub arch: ArchArgs,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 fn trained_on(ck: &Checkpoint) -> Option<DatasetKind> {
@@ -94,7 +97,14 @@ fn top_text(probs: &[f64], k: usize, names: &[&str]) -> String {
 pub fn run(args: PredictArgs, data_dir: Option<&Path>) -> Result<()> {
     let want = if args.arch.is_set() { Some(args.arch.spec("d2l")?) } else { None };
     let ck = checkpoint::load(&args.checkpoint, want.as_ref())?;
-    let mut net = Network::new(CpuEngine::new(args.threads)?, &ck.spec)?;
+    on_engine!(device::open(args.device.device, args.threads)?, e => predict_on(e, &args, &ck, data_dir))
+}
+
+fn predict_on<E: Engine>(engine: E, args: &PredictArgs, ck: &Checkpoint, data_dir: Option<&Path>) -> Result<()>
+where
+    Network<E>: Send,
+{
+    let mut net = Network::new(engine, &ck.spec)?;
     net.set_params(&ck.params)?;
     if net.num_classes() != 10 {
         bail!(
@@ -109,12 +119,15 @@ pub fn run(args: PredictArgs, data_dir: Option<&Path>) -> Result<()> {
         (false, true) => {
             bail!("nothing to predict: give pictures (PNG, JPEG, BMP), or --dataset mnist --grid grid.png")
         }
-        (true, true) => predict_dataset(&args, &ck, &mut net, data_dir),
-        (false, false) => predict_pictures(&args, &ck, &mut net),
+        (true, true) => predict_dataset(args, ck, &mut net, data_dir),
+        (false, false) => predict_pictures(args, ck, &mut net),
     }
 }
 
-fn predict_pictures(args: &PredictArgs, ck: &Checkpoint, net: &mut Network<CpuEngine>) -> Result<()> {
+fn predict_pictures<E: Engine>(args: &PredictArgs, ck: &Checkpoint, net: &mut Network<E>) -> Result<()>
+where
+    Network<E>: Send,
+{
     let kind = trained_on(ck);
     let names = class_names(kind);
     let mut prepared: Vec<(usize, Prepared)> = Vec::new();
@@ -206,12 +219,15 @@ fn predict_pictures(args: &PredictArgs, ck: &Checkpoint, net: &mut Network<CpuEn
     Ok(())
 }
 
-fn predict_dataset(
+fn predict_dataset<E: Engine>(
     args: &PredictArgs,
     ck: &Checkpoint,
-    net: &mut Network<CpuEngine>,
+    net: &mut Network<E>,
     data_dir: Option<&Path>,
-) -> Result<()> {
+) -> Result<()>
+where
+    Network<E>: Send,
+{
     let kind = args.dataset.or(trained_on(ck)).with_context(|| {
         format!("{} does not say which dataset it was trained on: pass --dataset", args.checkpoint.display())
     })?;

@@ -22,6 +22,7 @@ use lenet::viz::curves::{Curves, EpochEval};
 use lenet::viz::live::{self, LiveTerminal};
 
 use super::arch::ArchArgs;
+use super::device::{self, on_engine, DeviceArgs};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -69,6 +70,8 @@ pub struct TrainArgs {
     /// CPU threads (0: all cores). The same seed and thread count give identical results.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Fraction of the training set held out for validation (picks best.safetensors).
     #[arg(long, default_value_t = 0.0)]
     pub val_split: f64,
@@ -334,9 +337,15 @@ impl Observer for Console {
     }
 }
 
+/// Where a run starts: a checkpoint to resume, or a fresh config (with the weights to
+/// fine-tune from, if any).
+enum Start {
+    Resume { ck: Box<checkpoint::Checkpoint>, path: PathBuf },
+    Fresh { config: Box<TrainConfig>, initial: Option<Vec<f32>> },
+}
+
 pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
-    let (engine, run_dir, mut trainer, test);
-    if let Some(ckpt) = &args.resume {
+    let (start, threads) = if let Some(ckpt) = &args.resume {
         if args.arch.is_set() {
             bail!("--resume continues the checkpoint's own architecture: drop --arch and its options");
         }
@@ -344,23 +353,9 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         let config: TrainConfig = serde_json::from_value(ck.meta.config.clone())
             .with_context(|| format!("{} holds no training config to resume", ckpt.display()))?;
         config.validate().with_context(|| format!("cannot resume from {}", ckpt.display()))?;
-        engine = CpuEngine::new(config.threads)?;
-        let ds = data::load(config.dataset, data_dir)?;
-        trainer = Trainer::resume(engine, &ck, &ds.train, &ds.test, args.epochs)
-            .with_context(|| format!("cannot resume from {}", ckpt.display()))?;
-        test = ds.test;
-        run_dir = args.run_dir.clone().map(|path| RunDir { path }).unwrap_or_else(|| RunDir::of_checkpoint(ckpt));
-        // The config the run now goes on with (e.g. more epochs): curves and reports read it.
-        run_dir.write_config(&trainer.config)?;
-        println!(
-            "resuming {} at epoch {} of {}",
-            run_dir.path.display(),
-            trainer.epochs_done() + 1,
-            trainer.config.epochs
-        );
+        (Start::Resume { ck: Box::new(ck), path: ckpt.clone() }, config.threads)
     } else {
-        engine = CpuEngine::new(args.threads)?;
-        let config = args.config(engine.threads())?;
+        let config = args.config(resolve_threads(args.threads))?;
         config.validate()?;
         let init = args.init_setting(&config.arch);
         let initial = match init.parse::<Init>() {
@@ -375,18 +370,58 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
                 Some(ck.params)
             }
         };
-        let ds = data::load(config.dataset, data_dir)?;
-        run_dir = match &args.run_dir {
-            Some(p) => RunDir::create(
-                p.parent().unwrap_or(std::path::Path::new(".")),
-                p.file_name().and_then(|n| n.to_str()),
-                &config,
-            )?,
-            None => RunDir::create(std::path::Path::new("runs"), None, &config)?,
-        };
-        run_dir.write_config(&config)?;
-        trainer = Trainer::new(engine, config, &ds.train, &ds.test, initial.as_deref())?;
-        test = ds.test;
+        let threads = config.threads;
+        (Start::Fresh { config: Box::new(config), initial }, threads)
+    };
+    let engine = device::open(args.device.device, threads)?;
+    on_engine!(engine, e => train_on(e, start, &args, data_dir))
+}
+
+/// The CPU threads `--threads` asks for (0: all cores).
+fn resolve_threads(threads: usize) -> usize {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    }
+}
+
+fn train_on<E: Engine>(engine: E, start: Start, args: &TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()>
+where
+    lenet::network::Network<E>: Send,
+{
+    let (run_dir, mut trainer, test);
+    match start {
+        Start::Resume { ck, path } => {
+            let config: TrainConfig = serde_json::from_value(ck.meta.config.clone())?;
+            let ds = data::load(config.dataset, data_dir)?;
+            trainer = Trainer::resume(engine, &ck, &ds.train, &ds.test, args.epochs)
+                .with_context(|| format!("cannot resume from {}", path.display()))?;
+            test = ds.test;
+            run_dir = args.run_dir.clone().map(|path| RunDir { path }).unwrap_or_else(|| RunDir::of_checkpoint(&path));
+            // The config the run now goes on with (e.g. more epochs): curves and reports read it.
+            run_dir.write_config(&trainer.config)?;
+            println!(
+                "resuming {} at epoch {} of {}",
+                run_dir.path.display(),
+                trainer.epochs_done() + 1,
+                trainer.config.epochs
+            );
+        }
+        Start::Fresh { config, initial } => {
+            let ds = data::load(config.dataset, data_dir)?;
+            run_dir = match &args.run_dir {
+                Some(p) => RunDir::create(
+                    p.parent().unwrap_or(std::path::Path::new(".")),
+                    p.file_name().and_then(|n| n.to_str()),
+                    &config,
+                )?,
+                None => RunDir::create(std::path::Path::new("runs"), None, &config)?,
+            };
+            run_dir.write_config(&config)?;
+            trainer = Trainer::new(engine, *config, &ds.train, &ds.test, initial.as_deref())?;
+            test = ds.test;
+        }
     }
     println!("training on {}", trainer.net.engine.describe());
     let so_far = Curves::from_history(&run_dir.name(), &trainer.history, trainer.config.epochs);
