@@ -165,6 +165,7 @@ where
     config.optimizer.validate()?;
     let layers = config.spec.resolve()?;
     let mut net = Network::new(engine, &config.spec)?;
+    net.check_fits(config.batch, train.len().max(test.len()))?;
     let mut params = vec![0.0; net.num_params()];
     init_params(&mut params, net.param_infos(), Init::Xavier, &mut ChaCha8Rng::seed_from_u64(config.seed));
     net.set_params(&params)?;

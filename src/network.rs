@@ -250,6 +250,12 @@ impl<E: Engine> Network<E> {
         &self.chain
     }
 
+    /// Whether the engine can run this network at batches of `batch` with a resident split
+    /// of `examples` (a GPU's buffers have a largest size): a clear error when not.
+    pub fn check_fits(&self, batch: usize, examples: usize) -> Result<()> {
+        self.engine.check_fits(&self.chain, batch, examples)
+    }
+
     /// Load the examples at `indices` as the current batch.
     pub fn load_batch(&mut self, examples: &E::Examples, indices: &[u32]) {
         self.program.load_batch(&self.engine, examples, indices);

@@ -312,6 +312,8 @@ where
             let distorted: Vec<Split> = (1..=copies).map(|k| distort_split(&train, aug, config.seed, k)).collect();
             train = Split::concat(std::iter::once(&train).chain(&distorted));
         }
+        let largest = [Some(&train), val.as_ref(), Some(test)].into_iter().flatten().map(|s| s.len()).max();
+        net.check_fits(config.batch.max(EVAL_BATCH), largest.unwrap_or(0))?;
         let upload = |s: &Split| net.engine.upload_examples(&s.images, &s.labels, &config.arch.input);
         let (train_examples, val, test) = (upload(&train), val.as_ref().map(upload), upload(test));
         let train_source = (config.augment.is_some() && config.augment_copies.is_none()).then_some(train);

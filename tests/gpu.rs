@@ -488,6 +488,12 @@ fn the_command_line_runs_on_the_gpu() {
         lenet_cli(&["--data-dir", &data_s, "predict", &last, "--dataset", "mnist", "--device", "gpu"], &[]);
     assert!(ok && !out.is_empty(), "{out}\n{err}");
 
+    // A batch larger than the device's largest buffer: a clear error, before anything runs.
+    let big =
+        ["--data-dir", &data_s, "bench", "--dataset", "mnist", "--device", "gpu", "--quick", "--batch", "16000000"];
+    let (ok, out, err) = lenet_cli(&big, &[]);
+    assert!(!ok && err.contains("a batch of 16000000 needs a buffer of") && err.contains("--batch"), "{out}\n{err}");
+
     // No adapter: `gpu` is an error that says so, `auto` runs on the CPU and says why.
     let (ok, out, err) = lenet_cli(&train, &NO_DRIVER);
     assert!(!ok && err.contains("no GPU adapter found") && err.contains("--device cpu"), "{out}\n{err}");

@@ -88,6 +88,7 @@ pub fn run(args: ExportArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         };
         let (logits, classes) = on_engine!(device::open(args.device.device, args.threads)?, e => {
             let mut net = Network::new(e, &ck.spec)?;
+            net.check_fits(EVAL_BATCH, split.len())?;
             net.set_params(&ck.params)?;
             let examples = net.engine.upload_examples(&split.images, &split.labels, &ck.spec.input);
             (export::logits(&mut net, &examples, EVAL_BATCH), net.num_classes())

@@ -211,6 +211,13 @@ pub trait Engine: Sync + Sized + 'static {
     /// E.g. `cpu (2 threads)`.
     fn describe(&self) -> String;
 
+    /// Whether the engine can hold `chain` at batches of `batch` and a resident split of
+    /// `examples`: an error naming what does not fit (on a GPU, a buffer larger than the
+    /// device allows), checked before anything is allocated.
+    fn check_fits(&self, _chain: &Chain, _batch: usize, _examples: usize) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Wait until everything asked of the engine so far is done (a GPU runs its work
     /// after the calls return): before stopping a clock.
     fn synchronize(&self) {}

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use super::device::Gpu;
 use super::kernels::{GpuBuf, GpuExamples, Kernels, Slice, CLIP_CHUNK};
 use crate::data::Images;
-use crate::engine::{Engine, TrainStats};
+use crate::engine::{Chain, Engine, TrainStats};
 use crate::layers::conv::ConvGeom;
 use crate::layers::loss::LossStats;
 use crate::layers::pool::PoolGeom;
@@ -114,6 +114,35 @@ impl Engine for GpuEngine {
     fn describe(&self) -> String {
         self.kernels.gpu().adapter.describe()
     }
+    fn check_fits(&self, chain: &Chain, batch: usize, examples: usize) -> anyhow::Result<()> {
+        let limits = self.kernels.gpu().device.limits();
+        let most = limits.max_buffer_size.min(limits.max_storage_buffer_binding_size);
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let adapter = self.describe();
+        // The resident split is kept as bytes; each layer's batch of outputs as f32s.
+        let split = (examples * chain.in_numel(0)).next_multiple_of(4) as u64;
+        if split > most {
+            anyhow::bail!(
+                "a split of {examples} examples needs a buffer of {:.0} MiB on the GPU; {adapter} allows at most \
+                 {:.0} MiB per buffer: use fewer examples (--augment-copies) or --device cpu",
+                mib(split),
+                mib(most)
+            );
+        }
+        for i in 0..=chain.ops.len() {
+            let bytes = (batch * chain.in_numel(i) * 4) as u64;
+            if bytes > most {
+                anyhow::bail!(
+                    "a batch of {batch} needs a buffer of {:.0} MiB on the GPU (layer {i}'s input); {adapter} allows \
+                     at most {:.0} MiB per buffer: use a smaller --batch or --device cpu",
+                    mib(bytes),
+                    mib(most)
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn synchronize(&self) {
         self.kernels.finish();
     }
