@@ -4,9 +4,9 @@
 //!
 //! Every entry point writes each output value from one invocation that sums its terms
 //! in a fixed order: no float atomics, so a rerun on the same device gives the same
-//! bits. (A long sum, such as a convolution's weight gradient over a whole batch, is
-//! summed sequentially in f32 by one invocation: exact to the order of its terms, not
-//! fast; a fixed-order tree reduction is the next step for speed.)
+//! bits. A long sum, such as a convolution's weight gradient over a whole batch, is
+//! shared by the 64 invocations of a workgroup, each summing every 64th term, and their
+//! partial sums are added in a fixed tree (`group_sum` in prelude.wgsl).
 //!
 //! Dispatches are recorded, not submitted one by one: they go into one command encoder,
 //! with their uniform parameters in one buffer, and are submitted together when a
@@ -390,8 +390,9 @@ impl Kernels {
             self.run("conv.backward_input", &p, &entries, batch * g.in_len());
         }
         let entries = [(1, inp.whole()), (5, dout.whole()), (7, &dw.buf.buffer)];
-        self.run("conv.backward_weight", &p, &entries, g.weight_len());
-        self.run("conv.backward_bias", &p, &[(5, dout.whole()), (8, &db.buf.buffer)], g.o);
+        // One workgroup per weight and per bias: their long sums shared by its invocations.
+        self.run("conv.backward_weight", &p, &entries, g.weight_len() * GROUP as usize);
+        self.run("conv.backward_bias", &p, &[(5, dout.whole()), (8, &db.buf.buffer)], g.o * GROUP as usize);
     }
 }
 
@@ -475,7 +476,7 @@ impl Kernels {
             self.run("subsample.backward_input", &p, &entries, batch * g.in_len());
         }
         let entries = [(1, inp.whole()), (5, dout.whole()), (7, &dcoef.buf.buffer), (8, &dbias.buf.buffer)];
-        self.run("subsample.backward_params", &p, &entries, g.c);
+        self.run("subsample.backward_params", &p, &entries, g.c * GROUP as usize);
     }
 
     /// out (B, N) = −Σ_j (inp (B, K) − centres (N, K))².

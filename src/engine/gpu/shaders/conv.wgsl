@@ -74,39 +74,51 @@ fn backward_input(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wor
 }
 
 // dw[o, c, i, j] += Σ_n Σ_y Σ_x dout[n, o, y, x] · inp[n, c, y·s + i − p, x·s + j − p]
+// One workgroup per weight: its batch·OH·OW terms shared by 64 invocations (group_sum).
 @compute @workgroup_size(64)
-fn backward_weight(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let idx = flat(id, groups);
-    if (idx >= g.o * g.c * g.k * g.k) { return; }
+fn backward_weight(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) l: u32,
+) {
+    let idx = group_index(wg, groups);
+    let valid = idx < g.o * g.c * g.k * g.k;
     let j = idx % g.k;
     let i = (idx / g.k) % g.k;
     let c = (idx / (g.k * g.k)) % g.c;
     let o = idx / (g.k * g.k * g.c);
+    let plane = g.oh * g.ow;
     var s = 0.0;
-    for (var n = 0u; n < g.batch; n++) {
-        for (var y = 0u; y < g.oh; y++) {
+    if (valid) {
+        for (var t = l; t < g.batch * plane; t += 64u) {
+            let n = t / plane;
+            let y = (t % plane) / g.ow;
+            let x = t % g.ow;
             let iy = i32(y * g.stride + i) - i32(g.pad);
-            if (iy < 0 || iy >= i32(g.h)) { continue; }
-            for (var x = 0u; x < g.ow; x++) {
-                let ix = i32(x * g.stride + j) - i32(g.pad);
-                if (ix < 0 || ix >= i32(g.w)) { continue; }
-                s += dout[((n * g.o + o) * g.oh + y) * g.ow + x] * inp[((n * g.c + c) * g.h + u32(iy)) * g.w + u32(ix)];
-            }
+            let ix = i32(x * g.stride + j) - i32(g.pad);
+            if (iy < 0 || iy >= i32(g.h) || ix < 0 || ix >= i32(g.w)) { continue; }
+            s += dout[(n * g.o + o) * plane + y * g.ow + x] * inp[((n * g.c + c) * g.h + u32(iy)) * g.w + u32(ix)];
         }
     }
-    dw[g.dw_at + idx] += s;
+    let total = group_sum(l, s);
+    if (valid && l == 0u) { dw[g.dw_at + idx] += total; }
 }
 
-// db[o] += Σ_n Σ_y Σ_x dout[n, o, y, x]
+// db[o] += Σ_n Σ_y Σ_x dout[n, o, y, x], one workgroup per map (group_sum).
 @compute @workgroup_size(64)
-fn backward_bias(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let o = flat(id, groups);
-    if (o >= g.o) { return; }
+fn backward_bias(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) l: u32,
+) {
+    let o = group_index(wg, groups);
+    let plane = g.oh * g.ow;
     var s = 0.0;
-    for (var n = 0u; n < g.batch; n++) {
-        for (var p = 0u; p < g.oh * g.ow; p++) {
-            s += dout[(n * g.o + o) * g.oh * g.ow + p];
+    if (o < g.o) {
+        for (var t = l; t < g.batch * plane; t += 64u) {
+            s += dout[((t / plane) * g.o + o) * plane + t % plane];
         }
     }
-    db[g.db_at + o] += s;
+    let total = group_sum(l, s);
+    if (o < g.o && l == 0u) { db[g.db_at + o] += total; }
 }

@@ -12,3 +12,25 @@ fn is_finite(x: f32) -> bool {
 fn is_nan(x: f32) -> bool {
     return !is_finite(x) && (bitcast<u32>(x) & 0x007fffffu) != 0u;
 }
+
+// A long sum shared by the 64 invocations of a workgroup, one workgroup per value
+// written: invocation l sums terms l, l + 64, l + 128, … in order, then the 64 partial
+// sums are added pairwise in a fixed tree. The same order on every run: no atomics.
+// Every invocation of the group must call it (it holds barriers); group_sum returns
+// the total to all of them.
+var<workgroup> group_partial: array<f32, 64>;
+fn group_sum(l: u32, s: f32) -> f32 {
+    group_partial[l] = s;
+    workgroupBarrier();
+    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+        if (l < stride) { group_partial[l] += group_partial[l + stride]; }
+        workgroupBarrier();
+    }
+    let total = group_partial[0];
+    workgroupBarrier();
+    return total;
+}
+// The value a workgroup writes, in a dispatch of one workgroup per value.
+fn group_index(wg: vec3<u32>, groups: vec3<u32>) -> u32 {
+    return wg.y * groups.x + wg.x;
+}

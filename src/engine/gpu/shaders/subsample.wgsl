@@ -58,23 +58,32 @@ fn backward_input(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_wor
     dinp[idx] = coef[g.coef_at + p % g.c] * dout[(p * g.oh + y) * g.ow + x];
 }
 
-// dcoef[c] += Σ dout · (block sum), dbias[c] += Σ dout, over the batch and the map
+// dcoef[c] += Σ dout · (block sum), dbias[c] += Σ dout, over the batch and the map; one
+// workgroup per map (group_sum).
 @compute @workgroup_size(64)
-fn backward_params(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
-    let c = flat(id, groups);
-    if (c >= g.c) { return; }
+fn backward_params(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) l: u32,
+) {
+    let c = group_index(wg, groups);
+    let plane = g.oh * g.ow;
     var sc = 0.0;
     var sb = 0.0;
-    for (var n = 0u; n < g.batch; n++) {
-        let p = n * g.c + c;
-        for (var y = 0u; y < g.oh; y++) {
-            for (var x = 0u; x < g.ow; x++) {
-                let d = dout[(p * g.oh + y) * g.ow + x];
-                sc += d * block_sum(p, y, x);
-                sb += d;
-            }
+    if (c < g.c) {
+        for (var t = l; t < g.batch * plane; t += 64u) {
+            let p = (t / plane) * g.c + c;
+            let y = (t % plane) / g.ow;
+            let x = t % g.ow;
+            let d = dout[(p * g.oh + y) * g.ow + x];
+            sc += d * block_sum(p, y, x);
+            sb += d;
         }
     }
-    dcoef[g.dcoef_at + c] += sc;
-    dbias[g.dbias_at + c] += sb;
+    let total_c = group_sum(l, sc);
+    let total_b = group_sum(l, sb);
+    if (c < g.c && l == 0u) {
+        dcoef[g.dcoef_at + c] += total_c;
+        dbias[g.dbias_at + c] += total_b;
+    }
 }
