@@ -10,11 +10,17 @@ over the test set under torch.inference_mode(). Each phase has --warmup unmeasur
 first; the median, min, max and spread (max - min) / median are over the measured ones, as
 `lenet bench` reports them.
 
+With --device cuda the data, the model and the batches live on the GPU, and the
+bookkeeping stays there too (summed in tensors, read once at the end, as lenet's GPU engine
+reads its sums only at curve points): the timer stops after torch.cuda.synchronize().
+--compile runs the model through torch.compile (its compilation happens in the warm-up).
+
 Peak RSS is the process's high-water mark (ru_maxrss) after training and evaluation, before
 the sgemm measurement. The sgemm peak is the best of a few torch.mm products of two
 --sgemm-size square float32 matrices on --threads threads (PyTorch's BLAS, e.g. MKL).
 
     scripts/pytorch_bench.py --arch d2l --batch 256 --threads 2 --json
+    scripts/pytorch_bench.py --arch d2l --batch 256 --device cuda --compile --json
 """
 
 import argparse
@@ -39,9 +45,17 @@ def summary(samples):
             "spread": (max(samples) - min(samples)) / med if med > 0 else 0.0}
 
 
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def train_repeat(net, optimizer, loss, train_x, train_y, batch, max_batches):
     """One timed pass; returns (examples/sec, first loss, last loss)."""
     n = len(train_x)
+    device = train_x.device
+    if device.type == "cuda":
+        return train_repeat_on_gpu(net, optimizer, loss, train_x, train_y, batch, max_batches)
     order = torch.randperm(n)
     batches = [(train_x[i], train_y[i]) for i in (order[s : s + batch] for s in range(0, n, batch))]
     if max_batches:
@@ -67,18 +81,56 @@ def train_repeat(net, optimizer, loss, train_x, train_y, batch, max_batches):
     return seen / secs, first, last, seen
 
 
+def train_repeat_on_gpu(net, optimizer, loss, train_x, train_y, batch, max_batches):
+    """train_repeat with the bookkeeping kept on the GPU: nothing waits for the host but
+    the first step's loss (read once, as lenet reads its first) and the end."""
+    device = train_x.device
+    order = torch.randperm(len(train_x), device=device)
+    batches = [(train_x[i], train_y[i]) for i in (order[s : s + batch] for s in range(0, len(train_x), batch))]
+    if max_batches:
+        batches = batches[:max_batches]
+    net.train()
+    sync(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    first, seen = float("nan"), 0
+    start = time.perf_counter()
+    for X, y in batches:
+        optimizer.zero_grad()
+        y_hat = net(X)
+        l = loss(y_hat, y)
+        l.backward()
+        optimizer.step()
+        with torch.no_grad():
+            loss_sum += l.detach() * X.shape[0]
+            correct += (y_hat.argmax(dim=1) == y).sum()
+        if first != first:
+            first = float(l)
+        seen += X.shape[0]
+    last = float(l)
+    sync(device)
+    secs = time.perf_counter() - start
+    return seen / secs, first, last, seen
+
+
 def eval_repeat(net, test_x, test_y, batch, max_batches):
     net.eval()
     starts = list(range(0, len(test_x), batch))
     if max_batches:
         starts = starts[:max_batches]
     correct, seen = 0, 0
+    on_gpu = test_x.device.type == "cuda"
+    sync(test_x.device)
     start = time.perf_counter()
     with torch.inference_mode():
         for i in starts:
             X, y = test_x[i : i + batch], test_y[i : i + batch]
-            correct += int((net(X).argmax(dim=1) == y).sum())
+            hits = (net(X).argmax(dim=1) == y).sum()
+            # On the GPU the count stays there until the end; on the CPU, as d2l counts.
+            correct += hits if on_gpu else int(hits)
             seen += X.shape[0]
+    correct = int(correct)
+    sync(test_x.device)
     secs = time.perf_counter() - start
     return seen / secs, seen
 
@@ -108,6 +160,8 @@ def main():
     p.add_argument("--eval-batches", type=int, default=0, help="evaluation batches per repeat (0: the test set)")
     p.add_argument("--sgemm-size", type=int, default=1536, help="0: skip the sgemm measurement")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--compile", action="store_true", help="run the model through torch.compile")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     args = p.parse_args()
     if args.batch < 1 or args.threads < 1 or args.repeats < 1:
@@ -115,9 +169,13 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    train_x, train_y, test_x, test_y = load(args.dataset, args.data_dir)
+    device = torch.device(args.device)
+    train_x, train_y, test_x, test_y = (t.to(device) for t in load(args.dataset, args.data_dir))
     net = lenet(args.arch)
     net.apply(init_weights)
+    net.to(device)
+    if args.compile:
+        net = torch.compile(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr)
     loss = nn.CrossEntropyLoss()
 
@@ -141,10 +199,11 @@ def main():
             print(f"  eval  {which:<9} {eps:>9.0f} examples/sec", flush=True)
     # Linux reports ru_maxrss in KiB.
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    sgemm = sgemm_gflops(args.sgemm_size) if args.sgemm_size > 0 else None
+    sgemm = sgemm_gflops(args.sgemm_size) if args.sgemm_size > 0 and args.device == "cpu" else None
 
     out = {
-        "torch": torch.__version__, "arch": args.arch, "dataset": args.dataset, "batch": args.batch,
+        "torch": torch.__version__, "device": args.device, "compile": args.compile,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "arch": args.arch, "dataset": args.dataset, "batch": args.batch,
         "threads": args.threads, "lr": args.lr, "warmup": args.warmup, "repeats": args.repeats,
         "train": summary(train), "eval": summary(evals),
         "train_examples_per_repeat": train_examples, "eval_examples_per_repeat": eval_examples,
