@@ -22,6 +22,7 @@ pub mod tiled;
 
 use std::ops::Range;
 
+use crate::data::augment::Affine;
 use crate::data::Images;
 use crate::layers::conv::ConvGeom;
 use crate::layers::loss::LossStats;
@@ -253,6 +254,19 @@ pub trait Engine: Sync + Sized + 'static {
     fn replace_images(&self, examples: &mut Self::Examples, images: &Images, input: &InputSpec) {
         let labels = Self::labels(examples).to_vec();
         *examples = self.upload_examples(images, &labels, input);
+    }
+    /// Whether this engine distorts training images itself when it gathers a batch
+    /// ([`Self::set_distortions`]), for images of `rows` × `cols` fitted to `input`;
+    /// otherwise each epoch's distorted images come from the host
+    /// ([`Self::replace_images`]).
+    fn distorts_on_device(&self, _input: &InputSpec, _rows: usize, _cols: usize) -> bool {
+        false
+    }
+    /// Have the gathers from `examples` distort each image by its affine map (one per
+    /// example; `source`: the split's original images, as uploaded), or (None) not.
+    /// Only where [`Self::distorts_on_device`] says so.
+    fn set_distortions(&self, _examples: &mut Self::Examples, _source: &Images, _maps: Option<&[Affine]>) {
+        unreachable!("{} distorts its training images on the host", self.describe())
     }
     fn example_count(examples: &Self::Examples) -> usize;
     /// The labels of a resident split (kept on the host too: they are tiny).

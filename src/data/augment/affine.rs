@@ -22,6 +22,16 @@ impl Affine {
     }
 }
 
+impl Affine {
+    /// What resampling needs: the inverse matrix (computed as the CPU's resampling
+    /// computes it) and the translation, `[i0, i1, i2, i3, tx, ty]`.
+    pub fn inverse_and_shift(&self) -> [f32; 6] {
+        let [a, b, c, d] = self.a;
+        let det = a * d - b * c;
+        [d / det, -b / det, -c / det, a / det, self.t[0], self.t[1]]
+    }
+}
+
 pub(super) fn centre(rows: usize, cols: usize) -> (f32, f32) {
     ((cols as f32 - 1.0) / 2.0, (rows as f32 - 1.0) / 2.0)
 }

@@ -194,6 +194,24 @@ pub fn distort_split(split: &Split, aug: &Augment, seed: u64, epoch: usize) -> S
 
 /// [`distort_split`]'s images written into `out` (the same count and size as
 /// `images`), so that a training loop can reuse one buffer every epoch.
+/// The affine maps [`distort_into`] draws for each image of an epoch, for an engine that
+/// resamples on its own device ([`crate::engine::Engine::set_distortions`]): the same
+/// draws from the same streams, so that its distorted digits are these. None when the
+/// settings include the elastic field, whose draws (and the affine's margin, which
+/// depends on the field) stay with [`distort_into`].
+pub fn draw_affines(images: &Images, aug: &Augment, seed: u64, epoch: usize) -> Option<Vec<Affine>> {
+    if aug.elastic > 0.0 {
+        return None;
+    }
+    let (rows, cols) = (images.rows, images.cols);
+    Some(
+        (0..images.count)
+            .into_par_iter()
+            .map(|i| draw_affine(aug, images.image(i), rows, cols, 0.0, &mut image_rng(seed, epoch, i)))
+            .collect(),
+    )
+}
+
 pub fn distort_into(images: &Images, aug: &Augment, seed: u64, epoch: usize, out: &mut Images) {
     let (rows, cols) = (images.rows, images.cols);
     assert_eq!((out.count, out.rows, out.cols), (images.count, rows, cols), "distort_into: another size");

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::device::Gpu;
 use super::kernels::{GpuBuf, GpuExamples, Kernels, Slice, CLIP_CHUNK};
+use crate::data::augment::Affine;
 use crate::data::Images;
 use crate::engine::{Chain, Engine, TrainStats};
 use crate::layers::conv::ConvGeom;
@@ -185,6 +186,13 @@ impl Engine for GpuEngine {
     }
     fn replace_images(&self, examples: &mut GpuExamples, images: &Images, input: &InputSpec) {
         self.kernels.replace_images(examples, images, input);
+    }
+    fn distorts_on_device(&self, input: &InputSpec, rows: usize, cols: usize) -> bool {
+        (rows, cols) == (input.size, input.size) || input.fit == crate::spec::Fit::Pad
+    }
+    fn set_distortions(&self, examples: &mut GpuExamples, source: &Images, maps: Option<&[Affine]>) {
+        let maps: Option<Vec<[f32; 6]>> = maps.map(|m| m.iter().map(Affine::inverse_and_shift).collect());
+        self.kernels.set_distortions(examples, source, maps.as_deref());
     }
     fn example_count(examples: &GpuExamples) -> usize {
         examples.host_labels.len()

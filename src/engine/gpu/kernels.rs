@@ -78,8 +78,22 @@ pub struct GpuExamples {
     labels: wgpu::Buffer,
     pub(crate) host_labels: Vec<u8>,
     pixels: usize,
+    /// The input's side (the fitted images are side × side).
+    side: usize,
     scale: f32,
     shift: f32,
+    /// With `--augment`: the originals and this epoch's affine maps, which the gathers
+    /// distort each image by.
+    distortion: Option<Distortion>,
+}
+
+/// A split's original images (bytes, four to a word) and one affine map per image
+/// ([`crate::data::augment::Affine::inverse_and_shift`], six f32s).
+struct Distortion {
+    source: wgpu::Buffer,
+    rows: usize,
+    cols: usize,
+    maps: wgpu::Buffer,
 }
 
 /// Bytes as little-endian u32 words, zero-padded to a whole word.
@@ -118,7 +132,7 @@ const SHADERS: &[(&str, &str, &[&str])] = &[
     ("linear", include_str!("shaders/linear.wgsl"), &["forward", "backward_input", "backward_weight", "backward_bias"]),
     ("subsample", include_str!("shaders/subsample.wgsl"), &["forward", "backward_input", "backward_params"]),
     ("rbf", include_str!("shaders/rbf.wgsl"), &["forward", "backward"]),
-    ("gather", include_str!("shaders/gather.wgsl"), &["gather"]),
+    ("gather", include_str!("shaders/gather.wgsl"), &["gather", "gather_distorted"]),
     ("loss", include_str!("shaders/loss.wgsl"), &["weight_sum", "example", "reduce", "tally"]),
     ("tensor", include_str!("shaders/tensor.wgsl"), &["fill", "copy", "mask"]),
     ("optim", include_str!("shaders/optim.wgsl"), &["sgd", "adam", "sdlm", "clip_partial", "clip_norm", "clip_scale"]),
@@ -200,8 +214,32 @@ impl Kernels {
             labels: bytes("labels", labels),
             host_labels: labels.to_vec(),
             pixels: fitted.pixels_per_image(),
+            side: input.size,
             scale,
             shift,
+            distortion: None,
+        }
+    }
+
+    /// Have the gathers from `examples` distort each image by its affine map in `maps`
+    /// (one per example), resampling `source` (the split's originals, uploaded on the
+    /// first call); None: gather the images as they are again. The input must take the
+    /// originals as they are or zero-padded ([`crate::spec::Fit::Pad`]).
+    pub fn set_distortions(&self, examples: &mut GpuExamples, source: &Images, maps: Option<&[[f32; 6]]>) {
+        let Some(maps) = maps else {
+            examples.distortion = None;
+            return;
+        };
+        assert_eq!(maps.len(), examples.host_labels.len(), "one affine map per example");
+        let maps = self.storage("affine maps", bytemuck::cast_slice(maps), wgpu::BufferUsages::empty());
+        match &mut examples.distortion {
+            Some(d) => d.maps = maps,
+            None => {
+                let bytes = bytemuck::cast_slice::<u32, u8>(&words(&source.pixels)).to_vec();
+                let source_buffer = self.storage("original images", &bytes, wgpu::BufferUsages::empty());
+                examples.distortion =
+                    Some(Distortion { source: source_buffer, rows: source.rows, cols: source.cols, maps });
+            }
         }
     }
 
@@ -217,11 +255,25 @@ impl Kernels {
     }
 
     /// x (B, 1, S, S) = the scaled images at `indices`; y (B) = their labels.
+    /// With distortions set ([`Self::set_distortions`]), each image distorted first.
     pub fn gather(&self, examples: &GpuExamples, indices: &GpuBufU32, x: Slice, y: Slice) {
-        let p = [indices.len as u32, examples.pixels as u32, examples.scale.to_bits(), examples.shift.to_bits()];
-        let (images, labels) = (&examples.images, &examples.labels);
-        let entries = [(1, images), (2, labels), (3, &indices.buffer), (4, x.whole()), (5, y.whole())];
-        self.run("gather.gather", &p, &entries, indices.len * examples.pixels);
+        let (scale, shift) = (examples.scale.to_bits(), examples.shift.to_bits());
+        let (rows, cols) = examples.distortion.as_ref().map_or((0, 0), |d| (d.rows as u32, d.cols as u32));
+        let p = [indices.len as u32, examples.pixels as u32, scale, shift, rows, cols, examples.side as u32, 0];
+        let labels = &examples.labels;
+        let invocations = indices.len * examples.pixels;
+        match &examples.distortion {
+            None => {
+                let entries =
+                    [(1, &examples.images), (2, labels), (3, &indices.buffer), (4, x.whole()), (5, y.whole())];
+                self.run("gather.gather", &p, &entries, invocations);
+            }
+            Some(d) => {
+                let (i, x, y) = (&indices.buffer, x.whole(), y.whole());
+                let entries = [(2, labels), (3, i), (4, x), (5, y), (7, &d.source), (8, &d.maps)];
+                self.run("gather.gather_distorted", &p, &entries, invocations);
+            }
+        }
     }
 
     /// Example indices on the GPU.
