@@ -19,12 +19,14 @@ use lenet::network::Network;
 use lenet::optim::{Optimizer, OptimizerKind};
 use lenet::spec::{Activation, LenetOptions, Spec};
 use lenet::trainer::{EpochMetrics, Silent, TrainConfig, Trainer};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 #[path = "common/reference.rs"]
 mod reference;
-use reference::{assert_close, assert_grads_close, reference};
+use reference::{assert_close, assert_grads_close, random_case, reference};
+
+#[path = "common/toy.rs"]
+mod toy;
+use toy::toy_split;
 
 /// One compiled set of kernels for the whole test binary (compiling them takes a while
 /// on a software device), or None (with a note) where there is no adapter and none is
@@ -49,16 +51,6 @@ fn specs() -> Vec<Spec> {
     vec![Spec::preset("d2l").unwrap(), Spec::preset("relu").unwrap(), leaky, Spec::lenet5()]
 }
 
-fn random_batch(spec: &Spec, batch: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<u8>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = spec.resolve().unwrap().iter().map(|l| l.param_count()).sum();
-    let s = spec.input.size;
-    let params = (0..n).map(|_| rng.gen_range(-0.3..0.3)).collect();
-    let x = (0..batch * s * s).map(|_| rng.gen_range(0.0..1.0)).collect();
-    let labels = (0..batch).map(|_| rng.gen_range(0..10u8)).collect();
-    (params, x, labels)
-}
-
 fn f32s(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
@@ -70,7 +62,7 @@ fn network_matches_the_f64_reference_chain() {
     for spec in specs() {
         let Some(engine) = gpu() else { return };
         let batch = 5;
-        let (params, x, labels) = random_batch(&spec, batch, 21);
+        let (params, x, labels) = random_case(&spec, batch, 21);
         let mut want = vec![0.0; params.len()];
         let chain = reference(&spec, &params, &x, &labels, Some(&mut want));
 
@@ -88,28 +80,6 @@ fn network_matches_the_f64_reference_chain() {
             assert_close(&format!("{what}: layer {i} output"), &net.activation(i, batch), want, 1e-5);
         }
     }
-}
-
-/// A learnable toy problem: class c is a bright bar at a class-specific place, plus noise.
-fn toy_split(n: usize, seed: u64) -> Split {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut pixels = vec![0u8; n * 784];
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let c = rng.gen_range(0..10usize);
-        labels.push(c as u8);
-        let img = &mut pixels[i * 784..(i + 1) * 784];
-        for p in img.iter_mut() {
-            *p = rng.gen_range(0..60);
-        }
-        let (y0, x0) = (4 + (c / 5) * 12, 2 + (c % 5) * 5);
-        for y in y0..y0 + 8 {
-            for x in x0..x0 + 4 {
-                img[y * 28 + x] = 255;
-            }
-        }
-    }
-    Split { images: Images { count: n, rows: 28, cols: 28, pixels }, labels }
 }
 
 /// Training steps on both engines from the same weights and batches: the parameters,
@@ -138,7 +108,7 @@ fn training_steps_match_the_cpu_engine() {
         let Some(gpu_engine) = gpu() else { return };
         let spec = Spec::preset(arch).unwrap();
         let what = format!("{arch} {kind}, clip {clip:?}, class weights {weighted}");
-        let (params, _, _) = random_batch(&spec, 1, 5);
+        let (params, _, _) = random_case(&spec, 1, 5);
         let params: Vec<f32> = f32s(&params).iter().map(|p| p * 0.5).collect();
         let weights: Vec<f32> = (0..10).map(|c| 0.5 + 0.1 * c as f32).collect();
         let mut cpu = Network::new(CpuEngine::new(2).unwrap(), &spec).unwrap();
@@ -198,7 +168,7 @@ fn a_non_finite_loss_skips_the_update_on_the_device() {
     let spec = Spec::preset("relu").unwrap();
     let data = toy_split(32, 4);
     let mut net = Network::new(engine, &spec).unwrap();
-    let (params, _, _) = random_batch(&spec, 1, 6);
+    let (params, _, _) = random_case(&spec, 1, 6);
     let mut params = f32s(&params);
     let last = params.len() - 1;
     params[last] = f32::NAN; // the last bias: every logit of class 9 is NaN

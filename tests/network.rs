@@ -11,17 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 #[path = "common/reference.rs"]
 mod reference;
-use reference::{assert_close, assert_grads_close, reference};
-
-fn setup(spec: &Spec, batch: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<u8>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = spec.resolve().unwrap().iter().map(|l| l.param_count()).sum();
-    let s = spec.input.size;
-    let params = (0..n).map(|_| rng.gen_range(-0.3..0.3)).collect();
-    let x = (0..batch * s * s).map(|_| rng.gen_range(0.0..1.0)).collect();
-    let labels = (0..batch).map(|_| rng.gen_range(0..10u8)).collect();
-    (params, x, labels)
-}
+use reference::{assert_close, assert_grads_close, random_case, reference};
 
 fn specs() -> Vec<Spec> {
     let small_leaky =
@@ -44,7 +34,7 @@ fn lenet5_with(loss: Criterion) -> Spec {
 
 fn reference_matches_finite_differences(spec: &Spec) {
     let spec = spec.clone();
-    let (mut params, x, labels) = setup(&spec, 3, 11);
+    let (mut params, x, labels) = random_case(&spec, 3, 11);
     let mut grads = vec![0.0; params.len()];
     reference(&spec, &params, &x, &labels, Some(&mut grads));
     // A spread of parameters across every layer (all 61706 would take minutes).
@@ -72,7 +62,7 @@ fn network_matches_f64_reference() {
     for spec in specs() {
         for threads in [1, 2, 3] {
             let batch = 5;
-            let (params, x, labels) = setup(&spec, batch, 21);
+            let (params, x, labels) = random_case(&spec, batch, 21);
             let mut want = vec![0.0; params.len()];
             let chain = reference(&spec, &params, &x, &labels, Some(&mut want));
             let want_loss = chain.loss;
@@ -123,7 +113,7 @@ fn param_names_are_pytorch_state_dict_keys() {
 #[test]
 fn same_thread_count_is_bit_identical() {
     let spec = Spec::preset("relu").unwrap();
-    let (params, x, labels) = setup(&spec, 64, 31);
+    let (params, x, labels) = random_case(&spec, 64, 31);
     let run = || {
         let mut net = Network::new(CpuEngine::new(2).unwrap(), &spec).unwrap();
         net.set_params(&params.iter().map(|&v| v as f32).collect::<Vec<_>>()).unwrap();
@@ -148,7 +138,7 @@ fn train_step_and_infer_are_the_passes_in_one_job() {
     use lenet::optim::{Optimizer, OptimizerKind};
 
     let spec = Spec::preset("d2l").unwrap();
-    let (params, _, _) = setup(&spec, 1, 5);
+    let (params, _, _) = random_case(&spec, 1, 5);
     let params: Vec<f32> = params.iter().map(|&v| v as f32).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let count = 100;

@@ -2,7 +2,8 @@
 //! call the engine, so the same network runs on any engine. Buffers are owned
 //! by the engine (`Buf`) and passed as views; no host slice crosses the boundary
 //! inside a training step, apart from the batch's example indices. The CPU
-//! engine is [`cpu::CpuEngine`]; a GPU engine implements the same trait.
+//! engine is [`cpu::CpuEngine`]; the GPU engine (feature `gpu`) is
+//! `gpu::engine::GpuEngine`.
 //!
 //! Two levels. The per-layer methods (`conv_forward`, `pool_backward`, …) work on
 //! NCHW batches, one layer per call; [`Layerwise`] runs a whole network through

@@ -7,6 +7,8 @@
 use lenet::network::param_layout;
 pub use lenet::reference::chain as reference;
 use lenet::spec::Spec;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// Asserts that every parameter tensor of `got` is within `rel` of `want`, each tensor
 /// against its own largest magnitude: conv1's gradients are hundreds of times smaller
@@ -29,4 +31,17 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], rel: f64) {
             "{what}[{i}]: {g} vs {w} (tensor's largest magnitude {scale:.3e})"
         );
     }
+}
+
+/// A random case for `spec`: parameters in ±0.3, a batch of `batch` inputs in [0, 1) and
+/// labels, from `seed`.
+#[allow(dead_code)] // not every test binary that includes this draws its own cases
+pub fn random_case(spec: &Spec, batch: usize, seed: u64) -> (Vec<f64>, Vec<f64>, Vec<u8>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = spec.resolve().unwrap().iter().map(|l| l.param_count()).sum();
+    let s = spec.input.size;
+    let params = (0..n).map(|_| rng.gen_range(-0.3..0.3)).collect();
+    let x = (0..batch * s * s).map(|_| rng.gen_range(0.0..1.0)).collect();
+    let labels = (0..batch).map(|_| rng.gen_range(0..10u8)).collect();
+    (params, x, labels)
 }

@@ -312,10 +312,13 @@ impl Kernels {
         Recording { encoder, params: Vec::with_capacity(SLOTS * self.slot), uniforms, dispatches: 0 }
     }
 
-    /// Submit everything recorded so far (it runs while the host goes on).
+    /// Submit everything recorded so far (it runs while the host goes on). The lock is
+    /// held until the queue has it: a recording begun meanwhile (by another engine on
+    /// these kernels, in another thread) must reach the queue after this one, or its
+    /// steps would run before steps recorded ahead of them.
     pub fn submit(&self) {
-        let taken = self.recording.lock().expect("the recording lock").take();
-        if let Some(r) = taken {
+        let mut recording = self.recording.lock().expect("the recording lock");
+        if let Some(r) = recording.take() {
             self.submit_recording(r);
         }
     }
