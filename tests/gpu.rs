@@ -351,6 +351,45 @@ fn gathered_batches_are_the_cpu_engines() {
     }
 }
 
+/// A training step's indices are staged with the recording's parameters: many batches in
+/// one recording, a recording that runs out of room for them (and is submitted), and a
+/// batch too big to stage (given a buffer of its own) all gather what the CPU gathers.
+#[test]
+fn staged_indices_gather_what_the_cpu_gathers() {
+    use lenet::engine::cpu::CpuEngine;
+    use lenet::engine::Engine;
+    use lenet::spec::{InputSpec, Spec};
+    let Some(k) = kernels() else { return };
+    let engine = lenet::engine::gpu::engine::GpuEngine::on(std::sync::Arc::new(k));
+    let n = 1009;
+    let pixels: Vec<u8> = (0..n * 4).map(|i| (i * 37 % 256) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let images = lenet::data::Images { count: n, rows: 2, cols: 2, pixels };
+    let input = InputSpec { size: 2, ..Spec::preset("d2l").unwrap().input };
+    let (gex, cpu) = (engine.upload_examples(&images, &labels, &input), CpuEngine::new(1).unwrap());
+    let cex = cpu.upload_examples(&images, &labels, &input);
+    // Two of 400,000 fill most of a recording's 1,048,576 words: the third is staged in
+    // the next one; 700,000 is more than a recording stages.
+    // Every gather recorded before anything is read back.
+    let gathered: Vec<_> = [5usize, 400_000, 400_000, 400_000, 700_000, 3]
+        .into_iter()
+        .enumerate()
+        .map(|(round, len)| {
+            let indices: Vec<u32> = (0..len).map(|j| ((j * 7919 + round) % n) as u32).collect();
+            let (x, y) = (engine.alloc(4 * len), engine.alloc(len));
+            engine.gather(&gex, &indices, x.all(), y.all());
+            (indices, x, y)
+        })
+        .collect();
+    for (round, (indices, x, y)) in gathered.iter().enumerate() {
+        let len = indices.len();
+        let (mut want_x, mut want_y) = (vec![0.0f32; 4 * len], vec![0.0f32; len]);
+        cpu.gather(&cex, indices, &mut want_x, &mut want_y);
+        assert!(engine.download(y.all()) == want_y, "batch {round} of {len}: labels");
+        close(&format!("batch {round} of {len}"), &engine.download(x.all()), &f64s(&want_x), 1e-7);
+    }
+}
+
 /// Batches distorted as they are gathered on the GPU (the affine maps drawn on the host,
 /// the resampling on the device) against the CPU's distorted images gathered: the same
 /// bytes but where a sample falls within an f32 rounding of a byte boundary (a GPU may

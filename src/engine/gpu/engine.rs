@@ -201,8 +201,7 @@ impl Engine for GpuEngine {
         &examples.host_labels
     }
     fn gather(&self, examples: &GpuExamples, indices: &[u32], x: Slice<'_>, y: Slice<'_>) {
-        let indices = self.kernels.upload_indices(indices);
-        self.kernels.gather(examples, &indices, x, y);
+        self.kernels.gather_indices(examples, indices, x, y);
     }
 
     fn conv_forward(&self, g: &ConvGeom, batch: usize, inp: Slice, w: Slice, b: Slice, out: Slice) {

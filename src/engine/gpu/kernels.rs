@@ -109,7 +109,15 @@ struct Recording {
     params: Vec<u8>,
     uniforms: wgpu::Buffer,
     dispatches: usize,
+    /// The example indices of the batches gathered in this recording, each batch's at a
+    /// storage offset the device allows, written to `index_arena` with the parameters:
+    /// no buffer to create for every step.
+    indices: Vec<u32>,
+    index_arena: wgpu::Buffer,
 }
+
+/// Example indices one recording holds (4 MiB).
+const INDEX_WORDS: usize = 1 << 20;
 
 /// The compiled kernels of one device.
 pub struct Kernels {
@@ -118,6 +126,8 @@ pub struct Kernels {
     pipelines: HashMap<String, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
     /// Bytes between two dispatches' parameters (the device's uniform offset alignment).
     slot: usize,
+    /// Words between two batches' indices (the device's storage offset alignment).
+    index_align: usize,
     recording: Mutex<Option<Recording>>,
 }
 
@@ -166,7 +176,8 @@ impl Kernels {
         }
         let align = gpu.device.limits().min_uniform_buffer_offset_alignment as usize;
         let slot = PARAMS_BYTES.next_multiple_of(align);
-        Ok(Kernels { gpu, pipelines, slot, recording: Mutex::new(None) })
+        let index_align = (gpu.device.limits().min_storage_buffer_offset_alignment as usize).div_ceil(4).max(1);
+        Ok(Kernels { gpu, pipelines, slot, index_align, recording: Mutex::new(None) })
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -257,22 +268,42 @@ impl Kernels {
     /// x (B, 1, S, S) = the scaled images at `indices`; y (B) = their labels.
     /// With distortions set ([`Self::set_distortions`]), each image distorted first.
     pub fn gather(&self, examples: &GpuExamples, indices: &GpuBufU32, x: Slice, y: Slice) {
+        self.gather_from(examples, Indices::Buffer(indices), x, y);
+    }
+
+    /// [`Self::gather`] with the indices given here: staged with the recording's
+    /// parameters (a training step's way: no buffer of its own to create).
+    pub fn gather_indices(&self, examples: &GpuExamples, indices: &[u32], x: Slice, y: Slice) {
+        if indices.len() > INDEX_WORDS / 2 {
+            // A batch too big for a recording's share: a buffer of its own.
+            return self.gather(examples, &self.upload_indices(indices), x, y);
+        }
+        self.gather_from(examples, Indices::Staged(indices), x, y);
+    }
+
+    fn gather_from(&self, examples: &GpuExamples, indices: Indices, x: Slice, y: Slice) {
+        let n = match indices {
+            Indices::Buffer(b) => b.len,
+            Indices::Staged(i) => i.len(),
+        };
         let (scale, shift) = (examples.scale.to_bits(), examples.shift.to_bits());
         let (rows, cols) = examples.distortion.as_ref().map_or((0, 0), |d| (d.rows as u32, d.cols as u32));
-        let p = [indices.len as u32, examples.pixels as u32, scale, shift, rows, cols, examples.side as u32, 0];
+        let p = [n as u32, examples.pixels as u32, scale, shift, rows, cols, examples.side as u32, 0];
         let labels = &examples.labels;
-        let invocations = indices.len * examples.pixels;
-        match &examples.distortion {
-            None => {
-                let entries =
-                    [(1, &examples.images), (2, labels), (3, &indices.buffer), (4, x.whole()), (5, y.whole())];
-                self.run("gather.gather", &p, &entries, invocations);
+        let invocations = n * examples.pixels;
+        let (name, mut entries) = match &examples.distortion {
+            None => ("gather.gather", vec![(1, &examples.images), (2, labels), (4, x.whole()), (5, y.whole())]),
+            Some(d) => (
+                "gather.gather_distorted",
+                vec![(2, labels), (4, x.whole()), (5, y.whole()), (7, &d.source), (8, &d.maps)],
+            ),
+        };
+        match indices {
+            Indices::Buffer(b) => {
+                entries.push((3, &b.buffer));
+                self.run(name, &p, &entries, invocations);
             }
-            Some(d) => {
-                let (i, x, y) = (&indices.buffer, x.whole(), y.whole());
-                let entries = [(2, labels), (3, i), (4, x), (5, y), (7, &d.source), (8, &d.maps)];
-                self.run("gather.gather_distorted", &p, &entries, invocations);
-            }
+            Indices::Staged(i) => self.run_with_indices(name, &p, &entries, Some((3, i)), invocations),
         }
     }
 
@@ -309,7 +340,14 @@ impl Kernels {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Recording { encoder, params: Vec::with_capacity(SLOTS * self.slot), uniforms, dispatches: 0 }
+        let index_arena = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("batch indices"),
+            size: (INDEX_WORDS * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let params = Vec::with_capacity(SLOTS * self.slot);
+        Recording { encoder, params, uniforms, dispatches: 0, indices: Vec::new(), index_arena }
     }
 
     /// Submit everything recorded so far (it runs while the host goes on). The lock is
@@ -326,6 +364,9 @@ impl Kernels {
     fn submit_recording(&self, r: Recording) {
         if !r.params.is_empty() {
             self.gpu.queue.write_buffer(&r.uniforms, 0, &r.params);
+        }
+        if !r.indices.is_empty() {
+            self.gpu.queue.write_buffer(&r.index_arena, 0, bytemuck::cast_slice(&r.indices));
         }
         self.gpu.queue.submit([r.encoder.finish()]);
     }
@@ -377,13 +418,32 @@ impl Kernels {
     /// Record entry point `name` over `invocations` invocations with the uniform `params`
     /// at binding 0 and `buffers` at their bindings.
     fn run(&self, name: &str, params: &[u32], buffers: &[(u32, &wgpu::Buffer)], invocations: usize) {
+        self.run_with_indices(name, params, buffers, None, invocations)
+    }
+
+    /// [`Self::run`], and with `indices` (binding, values): those values staged in the
+    /// recording's index arena and bound from there.
+    fn run_with_indices(
+        &self,
+        name: &str,
+        params: &[u32],
+        buffers: &[(u32, &wgpu::Buffer)],
+        indices: Option<(u32, &[u32])>,
+        invocations: usize,
+    ) {
         let (pipeline, layout) = &self.pipelines[name];
         let mut recording = self.recording.lock().expect("the recording lock");
-        if recording.as_ref().is_some_and(|r| r.dispatches == SLOTS) {
+        let staged = indices.map_or(0, |(_, i)| i.len().max(1).next_multiple_of(self.index_align));
+        if recording.as_ref().is_some_and(|r| r.dispatches == SLOTS || r.indices.len() + staged > INDEX_WORDS) {
             let full = recording.take().expect("a recording");
             self.submit_recording(full);
         }
         let r = recording.get_or_insert_with(|| self.start_recording());
+        let index_at = r.indices.len();
+        if let Some((_, values)) = indices {
+            r.indices.extend_from_slice(values);
+            r.indices.resize(index_at + staged, 0);
+        }
         let offset = r.params.len();
         let bytes: &[u8] = bytemuck::cast_slice(params);
         assert!(bytes.len() <= PARAMS_BYTES, "{name}: parameters of {} bytes", bytes.len());
@@ -401,6 +461,14 @@ impl Kernels {
                 .iter()
                 .map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.as_entire_binding() }),
         );
+        if let Some((binding, values)) = indices {
+            let staged = wgpu::BufferBinding {
+                buffer: &r.index_arena,
+                offset: (index_at * 4) as u64,
+                size: wgpu::BufferSize::new((values.len().max(1) * 4) as u64),
+            };
+            entries.push(wgpu::BindGroupEntry { binding, resource: wgpu::BindingResource::Buffer(staged) });
+        }
         let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(name),
             layout,
@@ -646,6 +714,12 @@ impl Kernels {
         };
         self.run(&format!("optim.{kind}"), &p, &entries, n);
     }
+}
+
+/// Where a gather's example indices come from.
+enum Indices<'a> {
+    Buffer(&'a GpuBufU32),
+    Staged(&'a [u32]),
 }
 
 /// Gradients per partial sum when clipping.
