@@ -50,16 +50,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def shuffled_batches(train_x, train_y, batch, max_batches):
+    """One epoch's batches in a fresh random order (at most max_batches of them, when
+    given), gathered where the data is, before any timer starts."""
+    n = len(train_x)
+    order = torch.randperm(n, device=train_x.device)
+    batches = [(train_x[i], train_y[i]) for i in (order[s : s + batch] for s in range(0, n, batch))]
+    return batches[:max_batches] if max_batches else batches
+
+
 def train_repeat(net, optimizer, loss, train_x, train_y, batch, max_batches):
     """One timed pass; returns (examples/sec, first loss, last loss)."""
-    n = len(train_x)
-    device = train_x.device
-    if device.type == "cuda":
+    if train_x.device.type == "cuda":
         return train_repeat_on_gpu(net, optimizer, loss, train_x, train_y, batch, max_batches)
-    order = torch.randperm(n)
-    batches = [(train_x[i], train_y[i]) for i in (order[s : s + batch] for s in range(0, n, batch))]
-    if max_batches:
-        batches = batches[:max_batches]
+    batches = shuffled_batches(train_x, train_y, batch, max_batches)
     net.train()
     first = last = float("nan")
     loss_sum, correct, seen = 0.0, 0.0, 0
@@ -85,10 +89,7 @@ def train_repeat_on_gpu(net, optimizer, loss, train_x, train_y, batch, max_batch
     """train_repeat with the bookkeeping kept on the GPU: nothing waits for the host but
     the first step's loss (read once, as lenet reads its first) and the end."""
     device = train_x.device
-    order = torch.randperm(len(train_x), device=device)
-    batches = [(train_x[i], train_y[i]) for i in (order[s : s + batch] for s in range(0, len(train_x), batch))]
-    if max_batches:
-        batches = batches[:max_batches]
+    batches = shuffled_batches(train_x, train_y, batch, max_batches)
     net.train()
     sync(device)
     loss_sum = torch.zeros((), device=device)
