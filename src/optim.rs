@@ -337,9 +337,9 @@ pub struct Optimizer {
     buf1: Vec<f32>,
     /// Adam/AdamW: `exp_avg_sq`; empty for SGD and SDLM.
     buf2: Vec<f32>,
-    /// The engine (by [`crate::engine::Engine::optimizer_state`]'s id) whose device holds
-    /// the current values of `buf1` and `buf2`, which are then stale here: a GPU keeps
-    /// the state where the updates run and hands it back only for a checkpoint.
+    /// The id of the GPU engine whose device holds the current values of `buf1` and
+    /// `buf2`, which are then stale here: a GPU keeps the state where the updates run and
+    /// hands it back only for a checkpoint ([`crate::engine::Engine::optimizer_state`]).
     pub(crate) held_by: Option<u64>,
 }
 
@@ -399,24 +399,36 @@ impl Optimizer {
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f64) {
         assert_eq!(params.len(), self.len, "optimizer built for {} parameters, got {}", self.len, params.len());
         assert_eq!(grads.len(), self.len, "optimizer built for {} gradients, got {}", self.len, grads.len());
-        assert!(lr.is_finite() && lr >= 0.0, "learning rate must be finite and >= 0, got {lr}");
-        let first = self.step == 0;
-        self.step += 1;
+        let first = self.count_step(lr);
         match self.kind {
             OptimizerKind::Sgd { momentum, nesterov, weight_decay } => {
                 sgd(params, grads, &mut self.buf1, lr, momentum, nesterov, weight_decay, first)
             }
-            OptimizerKind::Adam { beta1, beta2, eps, weight_decay } => {
+            OptimizerKind::Adam { beta1, beta2, eps, .. } | OptimizerKind::AdamW { beta1, beta2, eps, .. } => {
                 let h = AdamScalars::new(lr, beta1, beta2, eps, self.step);
-                adam(params, grads, &mut self.buf1, &mut self.buf2, &h, weight_decay as f32, 1.0)
-            }
-            OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => {
-                let h = AdamScalars::new(lr, beta1, beta2, eps, self.step);
-                // PyTorch: param.mul_(1 - lr * weight_decay), the factor computed in Python.
-                let decay = if weight_decay != 0.0 { (1.0 - lr * weight_decay) as f32 } else { 1.0 };
-                adam(params, grads, &mut self.buf1, &mut self.buf2, &h, 0.0, decay)
+                let (l2, decay) = self.adam_weight_decay(lr);
+                adam(params, grads, &mut self.buf1, &mut self.buf2, &h, l2, decay)
             }
             OptimizerKind::Sdlm { mu, .. } => sdlm(params, grads, &self.buf1, lr as f32, mu as f32),
+        }
+    }
+
+    /// Count a step at `lr` (which must be finite and >= 0); whether it is the first.
+    fn count_step(&mut self, lr: f64) -> bool {
+        assert!(lr.is_finite() && lr >= 0.0, "learning rate must be finite and >= 0, got {lr}");
+        self.step += 1;
+        self.step == 1
+    }
+
+    /// Adam's and AdamW's weight decay at `lr`, as the update takes it: (the L2 penalty
+    /// added to the gradient, the factor the parameters are multiplied by first). Adam:
+    /// (wd, 1); AdamW: (0, 1 − lr·wd), PyTorch's `param.mul_(1 - lr * weight_decay)` with
+    /// the factor computed in Python.
+    fn adam_weight_decay(&self, lr: f64) -> (f32, f32) {
+        match self.kind {
+            OptimizerKind::Adam { weight_decay, .. } => (weight_decay as f32, 1.0),
+            OptimizerKind::AdamW { weight_decay, .. } if weight_decay != 0.0 => (0.0, (1.0 - lr * weight_decay) as f32),
+            _ => (0.0, 1.0),
         }
     }
 
@@ -455,9 +467,7 @@ impl Optimizer {
     /// step count and scalars as [`Self::step`], for an engine whose device holds the
     /// state. Panics as [`Self::step`] does on a bad `lr`.
     pub fn advance(&mut self, lr: f64) -> DeviceUpdate {
-        assert!(lr.is_finite() && lr >= 0.0, "learning rate must be finite and >= 0, got {lr}");
-        let first = self.step == 0;
-        self.step += 1;
+        let first = self.count_step(lr);
         let mut scalars = [0.0f32; 8];
         let (entry, flags) = match self.kind {
             OptimizerKind::Sgd { momentum, nesterov, weight_decay } => {
@@ -469,14 +479,9 @@ impl Optimizer {
                     | (first as u32) << 3;
                 ("sgd", flags)
             }
-            OptimizerKind::Adam { beta1, beta2, eps, weight_decay: wd }
-            | OptimizerKind::AdamW { beta1, beta2, eps, weight_decay: wd } => {
+            OptimizerKind::Adam { beta1, beta2, eps, .. } | OptimizerKind::AdamW { beta1, beta2, eps, .. } => {
                 let h = AdamScalars::new(lr, beta1, beta2, eps, self.step);
-                let adamw = matches!(self.kind, OptimizerKind::AdamW { .. });
-                let (l2, decay) = match adamw {
-                    false => (wd as f32, 1.0),
-                    true => (0.0, if wd != 0.0 { (1.0 - lr * wd) as f32 } else { 1.0 }),
-                };
+                let (l2, decay) = self.adam_weight_decay(lr);
                 scalars = [h.w1, h.beta2, h.one_minus_beta2, h.bc2_sqrt, h.eps, h.neg_step_size, l2, decay];
                 ("adam", h.small as u32 | ((l2 != 0.0) as u32) << 1 | ((decay != 1.0) as u32) << 2)
             }

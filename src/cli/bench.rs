@@ -8,9 +8,11 @@ use clap::Args;
 
 use lenet::bench::{self, BenchConfig};
 use lenet::data::{self, DatasetKind};
+use lenet::engine::cpu::CpuEngine;
 use lenet::optim::OptimizerKind;
 
 use super::arch::ArchArgs;
+
 use super::device::{self, on_engine, AnyEngine, DeviceArgs};
 
 #[derive(Args, Debug)]
@@ -85,8 +87,7 @@ pub fn run(args: BenchArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         (config.warmup, config.repeats, config.train_batches, config.eval_batches) = (0, 1, 5, 5);
         sgemm_size = sgemm_size.min(256);
     }
-    let threads =
-        if args.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { args.threads };
+    let threads = CpuEngine::resolve_threads(args.threads);
     let engine = device::open(args.device.device, threads)?;
     let describe = engine.describe();
     if !matches!(engine, AnyEngine::Cpu(_)) {

@@ -355,7 +355,7 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         config.validate().with_context(|| format!("cannot resume from {}", ckpt.display()))?;
         (Start::Resume { ck: Box::new(ck), path: ckpt.clone() }, config.threads)
     } else {
-        let config = args.config(resolve_threads(args.threads))?;
+        let config = args.config(CpuEngine::resolve_threads(args.threads))?;
         config.validate()?;
         let init = args.init_setting(&config.arch);
         let initial = match init.parse::<Init>() {
@@ -375,15 +375,6 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     };
     let engine = device::open(args.device.device, threads)?;
     on_engine!(engine, e => train_on(e, start, &args, data_dir))
-}
-
-/// The CPU threads `--threads` asks for (0: all cores).
-fn resolve_threads(threads: usize) -> usize {
-    if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    }
 }
 
 fn train_on<E: Engine>(engine: E, start: Start, args: &TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()>

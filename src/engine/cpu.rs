@@ -36,9 +36,18 @@ pub struct CpuExamples {
 impl CpuEngine {
     /// An engine on `threads` threads (0: all cores).
     pub fn new(threads: usize) -> anyhow::Result<Self> {
-        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        let threads = Self::resolve_threads(threads);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
         Ok(Self { pool: std::sync::Arc::new(pool), threads, fused: true })
+    }
+
+    /// The threads `threads` asks for: itself, or (0) one per core.
+    pub fn resolve_threads(threads: usize) -> usize {
+        if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        }
     }
 
     /// This engine running networks layer by layer ([`super::Layerwise`]) instead of

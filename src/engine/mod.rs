@@ -220,10 +220,6 @@ pub trait Engine: Sync + Sized + 'static {
         Ok(())
     }
 
-    /// Wait until everything asked of the engine so far is done (a GPU runs its work
-    /// after the calls return): before stopping a clock.
-    fn synchronize(&self) {}
-
     /// The thread pool this engine's passes run on, if it has one. A loop of passes
     /// run inside it ([`crate::network::Network::on_workers`]) has the calling thread
     /// work as one of the pool's threads, instead of handing every pass to the pool
@@ -473,6 +469,23 @@ impl<E: Engine> Layerwise<E> {
         }
     }
 
+    /// What the loss of a batch of `batch` reads and writes: the last layer's output, the
+    /// labels, the class weights, and ∂L/∂(last output).
+    #[allow(clippy::type_complexity)]
+    fn loss_views<'a>(
+        &'a mut self,
+        batch: usize,
+        class_weights: Option<&'a E::Buf>,
+    ) -> (E::View<'a>, E::View<'a>, Option<E::View<'a>>, E::ViewMut<'a>) {
+        let (last, classes) = (self.chain.ops.len(), self.chain.classes());
+        (
+            E::view(&self.acts[last], 0..batch * classes),
+            E::view(&self.labels, 0..batch),
+            class_weights.map(|w| E::view(w, 0..classes)),
+            E::view_mut(&mut self.dacts[last], 0..batch * classes),
+        )
+    }
+
     /// Make room for batches of up to `batch` examples.
     fn reserve(&mut self, engine: &E, batch: usize) {
         if batch <= self.capacity {
@@ -539,13 +552,9 @@ impl<E: Engine> Program<E> for Layerwise<E> {
         tally: &mut E::Tally,
     ) -> bool {
         self.forward(e, params, batch);
-        let last = self.chain.ops.len();
-        let classes = self.chain.classes();
-        let class_weights = class_weights.map(|w| E::view(w, 0..classes));
-        let logits = E::view(&self.acts[last], 0..batch * classes);
-        let y = E::view(&self.labels, 0..batch);
-        let d = E::view_mut(&mut self.dacts[last], 0..batch * classes);
-        let finite = e.loss_into_tally(self.chain.criterion, batch, classes, logits, y, class_weights, d, tally);
+        let (criterion, classes) = (self.chain.criterion, self.chain.classes());
+        let (logits, y, class_weights, d) = self.loss_views(batch, class_weights);
+        let finite = e.loss_into_tally(criterion, batch, classes, logits, y, class_weights, d, tally);
         if finite {
             self.backward(e, params, grads, batch);
         }
@@ -553,13 +562,9 @@ impl<E: Engine> Program<E> for Layerwise<E> {
     }
 
     fn loss(&mut self, e: &E, batch: usize, class_weights: Option<&E::Buf>, grad: bool) -> LossStats {
-        let last = self.chain.ops.len();
-        let classes = self.chain.classes();
-        let class_weights = class_weights.map(|w| E::view(w, 0..classes));
-        let logits = E::view(&self.acts[last], 0..batch * classes);
-        let y = E::view(&self.labels, 0..batch);
-        let d = grad.then(|| E::view_mut(&mut self.dacts[last], 0..batch * classes));
-        e.loss(self.chain.criterion, batch, classes, logits, y, class_weights, d)
+        let (criterion, classes) = (self.chain.criterion, self.chain.classes());
+        let (logits, y, class_weights, d) = self.loss_views(batch, class_weights);
+        e.loss(criterion, batch, classes, logits, y, class_weights, grad.then_some(d))
     }
 
     fn backward(&mut self, e: &E, params: &E::Buf, grads: &mut E::Buf, batch: usize) {

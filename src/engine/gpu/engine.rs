@@ -78,6 +78,23 @@ impl GpuEngine {
         buf
     }
 
+    /// The loss kernels into `self.stats` (and ∂L/∂logits into `dz`), with the scratch
+    /// they need.
+    #[allow(clippy::too_many_arguments)]
+    fn loss_on_device(
+        &self,
+        criterion: Criterion,
+        batch: usize,
+        classes: usize,
+        logits: Slice,
+        y: Slice,
+        class_weights: Option<Slice>,
+        dz: Slice,
+    ) {
+        let scratch = self.scratch(&self.per_example, 2 * batch);
+        self.kernels.loss(criterion, batch, classes, logits, y, class_weights, dz, &scratch, &self.stats);
+    }
+
     fn zeros_words(&self, words: usize) -> wgpu::Buffer {
         self.kernels.zeros(words).buffer
     }
@@ -142,10 +159,6 @@ impl Engine for GpuEngine {
             }
         }
         Ok(())
-    }
-
-    fn synchronize(&self) {
-        self.kernels.finish();
     }
 
     fn alloc(&self, len: usize) -> GpuBuf {
@@ -272,9 +285,7 @@ impl Engine for GpuEngine {
                 unused.all()
             }
         };
-        let scratch = self.scratch(&self.per_example, 2 * batch);
-        self.kernels.loss(criterion, batch, classes, logits, y, class_weights, dz, &scratch, &self.stats);
-        drop(scratch);
+        self.loss_on_device(criterion, batch, classes, logits, y, class_weights, dz);
         let s = self.kernels.download(&self.stats);
         LossStats { weight_sum: s[0] as f64, weighted_loss_sum: s[1] as f64, correct: s[2] as usize }
     }
@@ -292,8 +303,7 @@ impl Engine for GpuEngine {
         dlogits: Slice,
         tally: &mut GpuTally,
     ) -> bool {
-        let scratch = self.scratch(&self.per_example, 2 * batch);
-        self.kernels.loss(criterion, batch, classes, logits, y, class_weights, dlogits, &scratch, &self.stats);
+        self.loss_on_device(criterion, batch, classes, logits, y, class_weights, dlogits);
         self.kernels.tally(batch, &self.stats, &tally.running);
         tally.examples += batch;
         true

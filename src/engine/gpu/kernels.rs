@@ -111,9 +111,10 @@ struct Recording {
     dispatches: usize,
     /// The example indices of the batches gathered in this recording, each batch's at a
     /// storage offset the device allows, written to `index_arena` with the parameters:
-    /// no buffer to create for every step.
+    /// no buffer to create for every step. The arena is made when a first batch is
+    /// staged (a recording of evaluation or read-backs needs none).
     indices: Vec<u32>,
-    index_arena: wgpu::Buffer,
+    index_arena: Option<wgpu::Buffer>,
 }
 
 /// Example indices one recording holds (4 MiB).
@@ -340,14 +341,8 @@ impl Kernels {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let index_arena = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("batch indices"),
-            size: (INDEX_WORDS * 4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         let params = Vec::with_capacity(SLOTS * self.slot);
-        Recording { encoder, params, uniforms, dispatches: 0, indices: Vec::new(), index_arena }
+        Recording { encoder, params, uniforms, dispatches: 0, indices: Vec::new(), index_arena: None }
     }
 
     /// Submit everything recorded so far (it runs while the host goes on). The lock is
@@ -365,8 +360,8 @@ impl Kernels {
         if !r.params.is_empty() {
             self.gpu.queue.write_buffer(&r.uniforms, 0, &r.params);
         }
-        if !r.indices.is_empty() {
-            self.gpu.queue.write_buffer(&r.index_arena, 0, bytemuck::cast_slice(&r.indices));
+        if let Some(arena) = &r.index_arena {
+            self.gpu.queue.write_buffer(arena, 0, bytemuck::cast_slice(&r.indices));
         }
         self.gpu.queue.submit([r.encoder.finish()]);
     }
@@ -462,8 +457,16 @@ impl Kernels {
                 .map(|(binding, b)| wgpu::BindGroupEntry { binding: *binding, resource: b.as_entire_binding() }),
         );
         if let Some((binding, values)) = indices {
+            let arena = r.index_arena.get_or_insert_with(|| {
+                self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("batch indices"),
+                    size: (INDEX_WORDS * 4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            });
             let staged = wgpu::BufferBinding {
-                buffer: &r.index_arena,
+                buffer: arena,
                 offset: (index_at * 4) as u64,
                 size: wgpu::BufferSize::new((values.len().max(1) * 4) as u64),
             };
