@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, Meta};
-use crate::data::augment::{distort_into, distort_split, draw_affines, Augment};
+use crate::data::augment::{distort_into, distort_split, draw_distortions, Augment};
 use crate::data::{DatasetKind, Images, Split};
 use crate::engine::{Engine, TrainStats};
 use crate::eval::{evaluate, EvalResult};
@@ -355,15 +355,15 @@ where
             // A pure function of (seed, epoch, example), so a resumed run draws the same.
             let (input, images) = (&self.config.arch.input, &source.images);
             let on_device = self.net.engine.distorts_on_device(input, images.rows, images.cols);
-            match on_device.then(|| draw_affines(images, aug, self.config.seed, epoch)).flatten() {
-                // The engine resamples as it gathers: only the affine maps go to it.
-                Some(maps) => self.net.engine.set_distortions(&mut self.train, images, Some(&maps)),
-                None => {
-                    // One buffer for every epoch's distortions: no fresh 47 MB to map each time.
-                    let distorted = self.distorted.get_or_insert_with(|| images.clone());
-                    distort_into(images, aug, self.config.seed, epoch, distorted);
-                    self.net.engine.replace_images(&mut self.train, distorted, input);
-                }
+            if on_device {
+                // The engine distorts as it gathers: only the draws go to it.
+                let draws = draw_distortions(images, aug, self.config.seed, epoch);
+                self.net.engine.set_distortions(&mut self.train, images, Some(&draws));
+            } else {
+                // One buffer for every epoch's distortions: no fresh 47 MB to map each time.
+                let distorted = self.distorted.get_or_insert_with(|| images.clone());
+                distort_into(images, aug, self.config.seed, epoch, distorted);
+                self.net.engine.replace_images(&mut self.train, distorted, input);
             }
         }
         let lr = self.config.schedule.resolved(self.config.epochs).lr_at(self.config.lr, epoch - 1);

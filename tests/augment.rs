@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use lenet::data::augment::{distort, distort_split, draw_affine, image_rng, Augment, ElasticField};
+use lenet::data::augment::{distort, distort_split, draw_affine, Augment, DrawKey, ElasticField};
 use lenet::data::{Images, Split};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -62,7 +62,7 @@ fn reproducible_per_seed_fresh_per_epoch_the_same_on_any_thread_count() {
     assert_ne!(a.images.pixels, on(1, 8, 1).images.pixels, "another seed drew the same distortions");
     // Each image's draw is its own: image 5 is the same whether or not others are distorted.
     let mut one = vec![0u8; 784];
-    distort(&aug, split.images.image(5), 28, 28, &mut image_rng(7, 1, 5), &mut one);
+    distort(&aug, split.images.image(5), 28, 28, &DrawKey::new(7, 1, 5), &mut one);
     assert_eq!(one, a.images.image(5));
 }
 
@@ -72,7 +72,7 @@ fn the_ink_stays_in_frame_and_nothing_is_flipped() {
     for aug in [Augment::paper(), strong(), "translate=14,scale=0".parse().unwrap()] {
         for i in 0..split.len() {
             let img = split.images.image(i);
-            let affine = draw_affine(&aug, img, 28, 28, 0.0, &mut image_rng(1, 1, i));
+            let affine = draw_affine(&aug, img, 28, 28, 0.0, &mut DrawKey::new(1, 1, i).rng());
             let [a, b, c, d] = affine.a;
             assert!(a * d - b * c > 0.0, "{aug}: image {i} flipped: {affine:?}");
             for y in 0..28 {
@@ -119,13 +119,13 @@ fn the_elastic_field_spreads_as_blurred_noise() {
     let field = ElasticField::new(n, n, alpha, sigma as f32);
     let stride = field.stride();
     let draws = 4000;
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut buf = vec![0.0f32; n * stride];
     let probes = [(14usize, 14usize, 14usize), (0, 0, 4), (3, 25, 27), (20, 8, 9)];
     // Sums of v, v², v·w for each probe (row y, columns x and x').
     let mut sums = vec![[0.0f64; 5]; probes.len()];
-    for _ in 0..draws {
-        field.draw(&mut rng, &mut buf);
+    for d in 0..draws {
+        // Fields of many images and both axes: the noise is independent across them.
+        field.draw(&DrawKey::new(11, 1 + d / 1000, d % 1000), (d % 2) as u32, &mut buf);
         for (s, &(y, x, x2)) in sums.iter_mut().zip(&probes) {
             let (v, w) = (buf[y * stride + x] as f64, buf[y * stride + x2] as f64);
             for (acc, add) in s.iter_mut().zip([v, v * v, w, w * w, v * w]) {
@@ -149,7 +149,7 @@ fn the_elastic_field_spreads_as_blurred_noise() {
 #[test]
 fn a_blank_image_stays_blank() {
     let mut out = vec![1u8; 784];
-    distort(&strong(), &[0u8; 784], 28, 28, &mut image_rng(0, 0, 0), &mut out);
+    distort(&strong(), &[0u8; 784], 28, 28, &DrawKey::new(0, 0, 0), &mut out);
     assert!(out.iter().all(|&v| v == 0));
 }
 
@@ -207,4 +207,39 @@ fn preview_shows_one_digits_distortions() {
     let o = run(&["--augment", "flip"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown setting"));
+}
+
+/// The elastic field's noise (`DrawKey::noise`, a hash the GPU computes to the same bits):
+/// uniform in [−1, 1) — mean 0, variance 1/3, each tenth of the range a tenth of the
+/// draws — and no correlation between neighbouring numbers, images, epochs or seeds.
+#[test]
+fn the_field_noise_is_uniform_and_independent() {
+    let keys = |i: usize| DrawKey::new(5 + (i % 3) as u64, 1 + i % 7, i);
+    let draws: Vec<[f32; 5]> = (0..40_000usize)
+        .map(|i| {
+            let (k, n) = (keys(i), (i % 200) as u32);
+            let other = |key: DrawKey| key.noise(n);
+            [
+                k.noise(n),
+                k.noise(n + 1),
+                other(DrawKey { index: k.index + 1, ..k }),
+                other(DrawKey { epoch: k.epoch + 1, ..k }),
+                other(DrawKey { seed: k.seed + (1 << 32), ..k }),
+            ]
+        })
+        .collect();
+    let n = draws.len() as f64;
+    let v: Vec<f64> = draws.iter().map(|d| d[0] as f64).collect();
+    assert!(v.iter().all(|x| (-1.0..1.0).contains(x)));
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    assert!(mean.abs() < 0.01 && (var * 3.0 - 1.0).abs() < 0.02, "mean {mean}, variance {var}");
+    let mut bins = [0usize; 10];
+    v.iter().for_each(|x| bins[((x + 1.0) * 5.0) as usize] += 1);
+    assert!(bins.iter().all(|&b| (b as f64 / n - 0.1).abs() < 0.01), "{bins:?}");
+    for (j, what) in [(1, "the next number"), (2, "the next image"), (3, "the next epoch"), (4, "the seed's high word")]
+    {
+        let corr = draws.iter().map(|d| d[0] as f64 * d[j] as f64).sum::<f64>() / n / var;
+        assert!(corr.abs() < 0.03, "correlation with {what}: {corr}");
+    }
 }

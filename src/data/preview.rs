@@ -72,8 +72,8 @@ pub fn augment_grid(
     let distorted: Vec<Vec<u8>> = (1..n.max(1))
         .map(|epoch| {
             let mut out = vec![0u8; rows * cols];
-            let mut rng = super::augment::image_rng(seed, epoch, index);
-            super::augment::distort(aug, original, rows, cols, &mut rng, &mut out);
+            let key = super::augment::DrawKey::new(seed, epoch, index);
+            super::augment::distort(aug, original, rows, cols, &key, &mut out);
             out
         })
         .collect();

@@ -23,7 +23,7 @@ pub mod tiled;
 
 use std::ops::Range;
 
-use crate::data::augment::Affine;
+use crate::data::augment::DeviceDistortions;
 use crate::data::Images;
 use crate::layers::conv::ConvGeom;
 use crate::layers::loss::LossStats;
@@ -259,10 +259,11 @@ pub trait Engine: Sync + Sized + 'static {
     fn distorts_on_device(&self, _input: &InputSpec, _rows: usize, _cols: usize) -> bool {
         false
     }
-    /// Have the gathers from `examples` distort each image by its affine map (one per
-    /// example; `source`: the split's original images, as uploaded), or (None) not.
-    /// Only where [`Self::distorts_on_device`] says so.
-    fn set_distortions(&self, _examples: &mut Self::Examples, _source: &Images, _maps: Option<&[Affine]>) {
+    /// Have the gathers from `examples` distort each image by this epoch's draws (one
+    /// affine map per example, and the elastic field where there is one; `source`: the
+    /// split's original images, as uploaded), or (None) not. Only where
+    /// [`Self::distorts_on_device`] says so.
+    fn set_distortions(&self, _examples: &mut Self::Examples, _source: &Images, _draws: Option<&DeviceDistortions>) {
         unreachable!("{} distorts its training images on the host", self.describe())
     }
     fn example_count(examples: &Self::Examples) -> usize;

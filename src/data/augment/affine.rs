@@ -52,9 +52,41 @@ fn ink_box(img: &[u8], rows: usize, cols: usize) -> Option<[f32; 4]> {
     Some([x0 as f32, y0 as f32, x1 as f32, y1 as f32])
 }
 
+/// An affine map as drawn, before its translation is fitted to the digit: the matrix,
+/// the translation drawn, and where the ink's bounding box lands under the matrix
+/// alone (`[x_lo, x_hi, y_lo, y_hi]`; None for a blank image). The fit needs the
+/// elastic field's reach, which an engine distorting on its device knows only there.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DrawnAffine {
+    pub a: [f32; 4],
+    pub t: [f32; 2],
+    pub ink: Option<[f32; 4]>,
+}
+
+impl DrawnAffine {
+    /// The map, its translation kept to values that leave every ink pixel at least
+    /// `margin` pixels inside the frame (where the digit allows; else centred between
+    /// the two limits).
+    pub fn fit(&self, margin: f32, rows: usize, cols: usize) -> Affine {
+        let Some(ink) = self.ink else { return Affine { a: self.a, t: self.t } };
+        let mut t = [0.0; 2];
+        for (i, size) in [(0, cols), (1, rows)] {
+            let (lo, hi) = (ink[2 * i], ink[2 * i + 1]);
+            let (min_t, max_t) = (margin - lo, size as f32 - 1.0 - margin - hi);
+            t[i] = if min_t <= max_t { self.t[i].clamp(min_t, max_t) } else { (min_t + max_t) / 2.0 };
+        }
+        Affine { a: self.a, t }
+    }
+}
+
 /// Draw the affine part for `img`, its translation kept to values that leave every
 /// ink pixel at least `margin` pixels inside the frame (where the digit allows).
 pub fn draw_affine(aug: &Augment, img: &[u8], rows: usize, cols: usize, margin: f32, rng: &mut impl Rng) -> Affine {
+    draw_unfitted(aug, img, rows, cols, rng).fit(margin, rows, cols)
+}
+
+/// The draws of [`draw_affine`], its translation not yet fitted.
+pub fn draw_unfitted(aug: &Augment, img: &[u8], rows: usize, cols: usize, rng: &mut impl Rng) -> DrawnAffine {
     let mut sym = |m: f32| if m > 0.0 { rng.gen_range(-m..=m) } else { 0.0 };
     let s = 1.0 + sym(aug.scale);
     let q = 1.0 + sym(aug.squeeze);
@@ -66,16 +98,14 @@ pub fn draw_affine(aug: &Augment, img: &[u8], rows: usize, cols: usize, margin: 
     let m = [sx, h * sy, 0.0, sy];
     let (cos, sin) = (r.cos(), r.sin());
     let a = [cos * m[0] - sin * m[2], cos * m[1] - sin * m[3], sin * m[0] + cos * m[2], sin * m[1] + cos * m[3]];
-    let mut affine = Affine { a, t: [0.0, 0.0] };
-    let Some(b) = ink_box(img, rows, cols) else { return Affine { a, t } };
-    // Where the ink's corners land without translation, then the translations that keep
-    // them inside [margin, size − 1 − margin].
-    let corners = [(b[0], b[1]), (b[2], b[1]), (b[0], b[3]), (b[2], b[3])].map(|(x, y)| affine.apply(x, y, rows, cols));
-    let lo = |i: usize| corners.iter().map(|c| if i == 0 { c.0 } else { c.1 }).fold(f32::INFINITY, f32::min);
-    let hi = |i: usize| corners.iter().map(|c| if i == 0 { c.0 } else { c.1 }).fold(f32::NEG_INFINITY, f32::max);
-    for (i, size) in [(0, cols), (1, rows)] {
-        let (min_t, max_t) = (margin - lo(i), size as f32 - 1.0 - margin - hi(i));
-        affine.t[i] = if min_t <= max_t { t[i].clamp(min_t, max_t) } else { (min_t + max_t) / 2.0 };
-    }
-    affine
+    // Where the ink's corners land without translation.
+    let ink = ink_box(img, rows, cols).map(|b| {
+        let untranslated = Affine { a, t: [0.0, 0.0] };
+        let corners =
+            [(b[0], b[1]), (b[2], b[1]), (b[0], b[3]), (b[2], b[3])].map(|(x, y)| untranslated.apply(x, y, rows, cols));
+        let lo = |f: fn(&(f32, f32)) -> f32| corners.iter().map(f).fold(f32::INFINITY, f32::min);
+        let hi = |f: fn(&(f32, f32)) -> f32| corners.iter().map(f).fold(f32::NEG_INFINITY, f32::max);
+        [lo(|c| c.0), hi(|c| c.0), lo(|c| c.1), hi(|c| c.1)]
+    });
+    DrawnAffine { a, t, ink }
 }

@@ -7,15 +7,16 @@
 //! a symmetric matrix B = Q·Λ·Qᵀ, so the field α·B_r·N·B_cᵀ of noise N equals
 //! α·(Q_rΛ_r)·(Q_rᵀ·N·Q_c)·(Q_cΛ_c)ᵀ, and the middle factor is again white noise of
 //! the same variance (an orthogonal change of basis of white noise). We draw that
-//! middle factor directly, uniform in [−1, 1] like N, and keep only the eigenvectors
+//! middle factor directly, uniform in [−1, 1] like N (from [`DrawKey::noise`], a hash of
+//! the image's key that a GPU computes to the same bits, so that an engine can draw the
+//! field where it resamples), and keep only the eigenvectors
 //! whose eigenvalue is at least 1e-3 of the largest: the field has the blur's exact
 //! covariance but for a part below 1e-6 of it. For σ = 4 on 28×28 that is 10 of 28
 //! components per axis: 2·10·10 draws and ~6k multiply-adds per field instead of 784
 //! draws and ~40k for the blur (tests/augment.rs checks the field's spread against
 //! the blur's, computed from the Gaussian itself).
 
-use rand::Rng;
-
+use super::DrawKey;
 use crate::layers::{dispatch, Kernel, Lanes, L};
 
 /// Components below this fraction of the largest eigenvalue are left out.
@@ -140,13 +141,38 @@ impl ElasticField {
     }
 
     /// Draw one field into `field` (rows × [`Self::stride`], row-major): α·R·Z·Cᵀ
-    /// with Z uniform in [−1, 1], R and C the scaled eigenvectors. Returns the
-    /// largest |value|.
-    pub fn draw(&self, rng: &mut impl Rng, field: &mut [f32]) -> f32 {
+    /// with Z uniform in [−1, 1] ([`DrawKey::noise`], numbers `axis`·k … `axis`·k + k − 1
+    /// for k components), R and C the scaled eigenvectors. Returns the largest |value|.
+    pub fn draw(&self, key: &DrawKey, axis: u32, field: &mut [f32]) -> f32 {
         let (kr, kc) = (self.rows.k, self.cols.k);
-        let z: Vec<f32> = (0..kr * kc).map(|_| rng.gen_range(-1.0f32..=1.0)).collect();
+        let first = axis * (kr * kc) as u32;
+        let z: Vec<f32> = (0..(kr * kc) as u32).map(|c| key.noise(first + c)).collect();
         dispatch(Draw { basis_rows: &self.rows, basis_cols: &self.cols, alpha: self.alpha, z: &z, field })
     }
+
+    /// What an engine needs to draw the field itself, the same way: α, the rows'
+    /// basis R (rows × kr, row-major), and the columns' Cᵀ (kc × [`Self::stride`]).
+    pub fn basis(&self) -> FieldBasis<'_> {
+        FieldBasis {
+            alpha: self.alpha,
+            rows: &self.rows.m,
+            kr: self.rows.k,
+            cols_t: &self.cols.mt,
+            kc: self.cols.k,
+            stride: self.cols.stride,
+        }
+    }
+}
+
+/// [`ElasticField::basis`].
+#[derive(Clone, Copy, Debug)]
+pub struct FieldBasis<'a> {
+    pub alpha: f32,
+    pub rows: &'a [f32],
+    pub kr: usize,
+    pub cols_t: &'a [f32],
+    pub kc: usize,
+    pub stride: usize,
 }
 
 /// The field's two products, with explicit vectors of L lanes along each row (rows

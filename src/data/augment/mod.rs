@@ -21,7 +21,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -30,8 +30,8 @@ mod affine;
 mod elastic;
 mod sample;
 
-pub use affine::{draw_affine, Affine};
-pub use elastic::ElasticField;
+pub use affine::{draw_affine, draw_unfitted, Affine, DrawnAffine};
+pub use elastic::{ElasticField, FieldBasis};
 
 use super::dataset::Split;
 use super::idx::Images;
@@ -137,11 +137,47 @@ impl fmt::Display for Augment {
     }
 }
 
-/// The random stream of image `index` in `epoch`: independent of threads and order.
-pub fn image_rng(seed: u64, epoch: usize, index: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xA076_1D64_78BD_642F);
-    rng.set_stream(((epoch as u64) << 32) ^ index as u64);
-    rng
+/// Which draw: image `index` of the split in `epoch` of a run seeded with `seed`. Every
+/// draw of a distortion comes from its key alone, so the same on any thread count, on
+/// any engine, and after a resume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrawKey {
+    pub seed: u64,
+    pub epoch: usize,
+    pub index: usize,
+}
+
+impl DrawKey {
+    pub fn new(seed: u64, epoch: usize, index: usize) -> DrawKey {
+        DrawKey { seed, epoch, index }
+    }
+
+    /// The random stream the affine map is drawn from.
+    pub fn rng(&self) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0xA076_1D64_78BD_642F);
+        rng.set_stream(((self.epoch as u64) << 32) ^ self.index as u64);
+        rng
+    }
+
+    /// Uniform number `n` of this draw in [−1, 1), in steps of 2⁻²³: a hash of the key
+    /// and `n` in 32-bit integer arithmetic, which a GPU shader computes to the same bits
+    /// (src/engine/gpu/shaders/elastic.wgsl), so that an engine can draw the elastic
+    /// field where it resamples.
+    pub fn noise(&self, n: u32) -> f32 {
+        let words = [self.index as u32, self.epoch as u32, (self.seed >> 32) as u32, self.seed as u32];
+        let h = words.iter().fold(mix(n ^ 0x9E37_79B9), |h, &w| mix(h ^ w));
+        (h >> 8) as f32 * (1.0 / 8_388_608.0) - 1.0
+    }
+}
+
+/// lowbias32 (C. Wellons): a bijective mix of 32 bits, each output bit depending on
+/// every input bit.
+fn mix(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7FEB_352D);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846C_A68B);
+    x ^ (x >> 16)
 }
 
 /// Distortions of one image size, prepared once (the elastic field's basis) and
@@ -159,9 +195,9 @@ impl Distorter {
         Distorter { aug: *aug, rows, cols, field }
     }
 
-    /// Distort one image into `out` with the draws of `rng`: the elastic field first
+    /// Distort one image into `out` by the draws of `key`: the elastic field first
     /// (when there is one), then the affine map.
-    pub fn distort(&self, img: &[u8], rng: &mut impl Rng, out: &mut [u8]) {
+    pub fn distort(&self, img: &[u8], key: &DrawKey, out: &mut [u8]) {
         let (rows, cols) = (self.rows, self.cols);
         let (mut dx, mut dy) = (Vec::new(), Vec::new());
         // The field moves each output pixel's source by at most its largest
@@ -170,18 +206,18 @@ impl Distorter {
         if let Some(field) = &self.field {
             let len = rows * field.stride();
             (dx, dy) = (vec![0.0f32; len], vec![0.0f32; len]);
-            reach = field.draw(rng, &mut dx).max(field.draw(rng, &mut dy)).ceil();
+            reach = field.draw(key, 0, &mut dx).max(field.draw(key, 1, &mut dy)).ceil();
         }
-        let affine = draw_affine(&self.aug, img, rows, cols, reach, rng);
+        let affine = draw_affine(&self.aug, img, rows, cols, reach, &mut key.rng());
         let field = self.field.as_ref().map(|f| Displacement { dx: &dx, dy: &dy, stride: f.stride() });
         resample(&Padded::new(img, rows, cols), &affine, field, out);
     }
 }
 
-/// Distort one `rows`×`cols` image into `out` with the draws of `rng` (preparing the
+/// Distort one `rows`×`cols` image into `out` by the draws of `key` (preparing the
 /// distortions for this one image: for many, make a [`Distorter`] once).
-pub fn distort(aug: &Augment, img: &[u8], rows: usize, cols: usize, rng: &mut impl Rng, out: &mut [u8]) {
-    Distorter::new(aug, rows, cols).distort(img, rng, out)
+pub fn distort(aug: &Augment, img: &[u8], rows: usize, cols: usize, key: &DrawKey, out: &mut [u8]) {
+    Distorter::new(aug, rows, cols).distort(img, key, out)
 }
 
 /// The training split of `epoch`, every image distorted (labels unchanged), on all
@@ -194,29 +230,35 @@ pub fn distort_split(split: &Split, aug: &Augment, seed: u64, epoch: usize) -> S
 
 /// [`distort_split`]'s images written into `out` (the same count and size as
 /// `images`), so that a training loop can reuse one buffer every epoch.
-/// The affine maps [`distort_into`] draws for each image of an epoch, for an engine that
-/// resamples on its own device ([`crate::engine::Engine::set_distortions`]): the same
-/// draws from the same streams, so that its distorted digits are these. None when the
-/// settings include the elastic field, whose draws (and the affine's margin, which
-/// depends on the field) stay with [`distort_into`].
-pub fn draw_affines(images: &Images, aug: &Augment, seed: u64, epoch: usize) -> Option<Vec<Affine>> {
-    if aug.elastic > 0.0 {
-        return None;
-    }
-    let (rows, cols) = (images.rows, images.cols);
-    Some(
-        (0..images.count)
-            .into_par_iter()
-            .map(|i| draw_affine(aug, images.image(i), rows, cols, 0.0, &mut image_rng(seed, epoch, i)))
-            .collect(),
-    )
-}
-
 pub fn distort_into(images: &Images, aug: &Augment, seed: u64, epoch: usize, out: &mut Images) {
     let (rows, cols) = (images.rows, images.cols);
     assert_eq!((out.count, out.rows, out.cols), (images.count, rows, cols), "distort_into: another size");
     let distorter = Distorter::new(aug, rows, cols);
     out.pixels.par_chunks_mut(rows * cols).enumerate().for_each(|(i, dst)| {
-        distorter.distort(images.image(i), &mut image_rng(seed, epoch, i), dst);
+        distorter.distort(images.image(i), &DrawKey::new(seed, epoch, i), dst);
     });
+}
+
+/// One epoch's distortions for an engine that resamples on its own device
+/// ([`crate::engine::Engine::set_distortions`]): what [`distort_into`] draws, in a form
+/// the device finishes. Each image's affine map with its translation not yet fitted
+/// (the fit needs the elastic field's reach), and the elastic field's basis and seed,
+/// from which the device draws each image's field by [`DrawKey::noise`] as the host does.
+pub struct DeviceDistortions {
+    pub maps: Vec<DrawnAffine>,
+    pub elastic: Option<ElasticField>,
+    pub seed: u64,
+    pub epoch: usize,
+}
+
+/// [`DeviceDistortions`] for `images` in `epoch`: a few bytes an image instead of its
+/// distorted pixels.
+pub fn draw_distortions(images: &Images, aug: &Augment, seed: u64, epoch: usize) -> DeviceDistortions {
+    let (rows, cols) = (images.rows, images.cols);
+    let maps = (0..images.count)
+        .into_par_iter()
+        .map(|i| draw_unfitted(aug, images.image(i), rows, cols, &mut DrawKey::new(seed, epoch, i).rng()))
+        .collect();
+    let elastic = (aug.elastic > 0.0).then(|| ElasticField::new(rows, cols, aug.elastic, aug.elastic_sigma));
+    DeviceDistortions { maps, elastic, seed, epoch }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::device::Gpu;
 use super::kernels::{GpuBuf, GpuExamples, Kernels, Slice, CLIP_CHUNK};
-use crate::data::augment::Affine;
+use crate::data::augment::DeviceDistortions;
 use crate::data::Images;
 use crate::engine::{Chain, Engine, TrainStats};
 use crate::layers::conv::ConvGeom;
@@ -203,9 +203,8 @@ impl Engine for GpuEngine {
     fn distorts_on_device(&self, input: &InputSpec, rows: usize, cols: usize) -> bool {
         (rows, cols) == (input.size, input.size) || input.fit == crate::spec::Fit::Pad
     }
-    fn set_distortions(&self, examples: &mut GpuExamples, source: &Images, maps: Option<&[Affine]>) {
-        let maps: Option<Vec<[f32; 6]>> = maps.map(|m| m.iter().map(Affine::inverse_and_shift).collect());
-        self.kernels.set_distortions(examples, source, maps.as_deref());
+    fn set_distortions(&self, examples: &mut GpuExamples, source: &Images, draws: Option<&DeviceDistortions>) {
+        self.kernels.set_distortions(examples, source, draws);
     }
     fn example_count(examples: &GpuExamples) -> usize {
         examples.host_labels.len()

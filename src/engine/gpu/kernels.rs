@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use wgpu::util::DeviceExt;
 
 use super::device::Gpu;
+use crate::data::augment::{Affine, DeviceDistortions};
 use crate::data::Images;
 use crate::input::{fit_images, pixel_affine};
 use crate::layers::conv::ConvGeom;
@@ -82,18 +83,39 @@ pub struct GpuExamples {
     side: usize,
     scale: f32,
     shift: f32,
-    /// With `--augment`: the originals and this epoch's affine maps, which the gathers
-    /// distort each image by.
+    /// With `--augment`: the originals and this epoch's draws, by which the gathers
+    /// distort each image.
     distortion: Option<Distortion>,
 }
 
-/// A split's original images (bytes, four to a word) and one affine map per image
-/// ([`crate::data::augment::Affine::inverse_and_shift`], six f32s).
+/// A split's original images (bytes, four to a word), one affine map per image (ten
+/// f32s: [`crate::data::augment::Affine::inverse_and_shift`] of the drawn map, then where
+/// the ink lands: see shaders/gather.wgsl), and the elastic field's draws if any.
 struct Distortion {
     source: wgpu::Buffer,
     rows: usize,
     cols: usize,
     maps: wgpu::Buffer,
+    elastic: Option<ElasticDraws>,
+    /// Each batch's fields, kept from one gather to the next (and from epoch to epoch).
+    fields: Mutex<Option<BatchFields>>,
+}
+
+/// What shaders/elastic.wgsl draws an epoch's fields from.
+struct ElasticDraws {
+    basis_rows: wgpu::Buffer,
+    basis_cols: wgpu::Buffer,
+    /// kr, kc, stride, seed (low, high word), epoch, α's bits.
+    params: [u32; 7],
+}
+
+/// The elastic fields of a batch of up to `capacity` images, their intermediate
+/// products and reaches.
+struct BatchFields {
+    capacity: usize,
+    partial: wgpu::Buffer,
+    field: wgpu::Buffer,
+    reach: wgpu::Buffer,
 }
 
 /// Bytes as little-endian u32 words, zero-padded to a whole word.
@@ -144,6 +166,7 @@ const SHADERS: &[(&str, &str, &[&str])] = &[
     ("subsample", include_str!("shaders/subsample.wgsl"), &["forward", "backward_input", "backward_params"]),
     ("rbf", include_str!("shaders/rbf.wgsl"), &["forward", "backward"]),
     ("gather", include_str!("shaders/gather.wgsl"), &["gather", "gather_distorted"]),
+    ("elastic", include_str!("shaders/elastic.wgsl"), &["draw"]),
     ("loss", include_str!("shaders/loss.wgsl"), &["weight_sum", "example", "reduce", "tally"]),
     ("tensor", include_str!("shaders/tensor.wgsl"), &["fill", "copy", "mask"]),
     ("optim", include_str!("shaders/optim.wgsl"), &["sgd", "adam", "sdlm", "clip_partial", "clip_norm", "clip_scale"]),
@@ -233,24 +256,67 @@ impl Kernels {
         }
     }
 
-    /// Have the gathers from `examples` distort each image by its affine map in `maps`
-    /// (one per example), resampling `source` (the split's originals, uploaded on the
-    /// first call); None: gather the images as they are again. The input must take the
-    /// originals as they are or zero-padded ([`crate::spec::Fit::Pad`]).
-    pub fn set_distortions(&self, examples: &mut GpuExamples, source: &Images, maps: Option<&[[f32; 6]]>) {
-        let Some(maps) = maps else {
+    /// Have the gathers from `examples` distort each image by this epoch's `draws`
+    /// (an affine map per example, the elastic field's basis and key), resampling
+    /// `source` (the split's originals, uploaded on the first call); None: gather the
+    /// images as they are again. The input must take the originals as they are or
+    /// zero-padded ([`crate::spec::Fit::Pad`]).
+    pub fn set_distortions(&self, examples: &mut GpuExamples, source: &Images, draws: Option<&DeviceDistortions>) {
+        let Some(draws) = draws else {
             examples.distortion = None;
             return;
         };
-        assert_eq!(maps.len(), examples.host_labels.len(), "one affine map per example");
-        let maps = self.storage("affine maps", bytemuck::cast_slice(maps), wgpu::BufferUsages::empty());
+        assert_eq!(draws.maps.len(), examples.host_labels.len(), "one affine map per example");
+        let packed: Vec<[f32; 10]> = draws
+            .maps
+            .iter()
+            .map(|m| {
+                let [i0, i1, i2, i3, tx, ty] = Affine { a: m.a, t: m.t }.inverse_and_shift();
+                // A blank image: any translation leaves it blank.
+                let [x_lo, x_hi, y_lo, y_hi] = m.ink.unwrap_or([0.0; 4]);
+                [i0, i1, i2, i3, tx, ty, x_lo, x_hi, y_lo, y_hi]
+            })
+            .collect();
+        let maps = self.storage("affine maps", bytemuck::cast_slice(&packed), wgpu::BufferUsages::empty());
+        let elastic = draws.elastic.as_ref().map(|field| {
+            let b = field.basis();
+            assert_eq!(b.rows.len(), source.rows * b.kr, "the field's basis fits the images");
+            let seed = [draws.seed as u32, (draws.seed >> 32) as u32];
+            ElasticDraws {
+                basis_rows: self.storage(
+                    "field basis (rows)",
+                    bytemuck::cast_slice(b.rows),
+                    wgpu::BufferUsages::empty(),
+                ),
+                basis_cols: self.storage(
+                    "field basis (cols)",
+                    bytemuck::cast_slice(b.cols_t),
+                    wgpu::BufferUsages::empty(),
+                ),
+                params: [
+                    b.kr as u32,
+                    b.kc as u32,
+                    b.stride as u32,
+                    seed[0],
+                    seed[1],
+                    draws.epoch as u32,
+                    b.alpha.to_bits(),
+                ],
+            }
+        });
         match &mut examples.distortion {
-            Some(d) => d.maps = maps,
+            Some(d) => (d.maps, d.elastic) = (maps, elastic),
             None => {
                 let bytes = bytemuck::cast_slice::<u32, u8>(&words(&source.pixels)).to_vec();
                 let source_buffer = self.storage("original images", &bytes, wgpu::BufferUsages::empty());
-                examples.distortion =
-                    Some(Distortion { source: source_buffer, rows: source.rows, cols: source.cols, maps });
+                examples.distortion = Some(Distortion {
+                    source: source_buffer,
+                    rows: source.rows,
+                    cols: source.cols,
+                    maps,
+                    elastic,
+                    fields: Mutex::default(),
+                });
             }
         }
     }
@@ -289,23 +355,75 @@ impl Kernels {
         };
         let (scale, shift) = (examples.scale.to_bits(), examples.shift.to_bits());
         let (rows, cols) = examples.distortion.as_ref().map_or((0, 0), |d| (d.rows as u32, d.cols as u32));
-        let p = [n as u32, examples.pixels as u32, scale, shift, rows, cols, examples.side as u32, 0];
+        let elastic = examples.distortion.as_ref().is_some_and(|d| d.elastic.is_some());
+        let p = [n as u32, examples.pixels as u32, scale, shift, rows, cols, examples.side as u32, elastic as u32];
         let labels = &examples.labels;
         let invocations = n * examples.pixels;
+        let fields = examples.distortion.as_ref().and_then(|d| Some((d, d.elastic.as_ref()?)));
+        let fields = fields.map(|(d, draws)| self.draw_fields(d, draws, &indices, n));
         let (name, mut entries) = match &examples.distortion {
             None => ("gather.gather", vec![(1, &examples.images), (2, labels), (4, x.whole()), (5, y.whole())]),
-            Some(d) => (
-                "gather.gather_distorted",
-                vec![(2, labels), (4, x.whole()), (5, y.whole()), (7, &d.source), (8, &d.maps)],
-            ),
+            Some(d) => {
+                // Without a field, bindings the shader does not read: the maps stand in.
+                let (field, reach) = fields.as_ref().map_or((&d.maps, &d.maps), |f| (&f.0, &f.1));
+                let entries = vec![(2, labels), (4, x.whole()), (5, y.whole()), (7, &d.source), (8, &d.maps)];
+                ("gather.gather_distorted", [entries, vec![(9, field), (10, reach)]].concat())
+            }
         };
+        self.run_gather(name, &p, &mut entries, &indices, invocations);
+    }
+
+    /// Record `name` with `indices` at binding 3, from their buffer or staged.
+    fn run_gather<'b>(
+        &self,
+        name: &str,
+        p: &[u32],
+        entries: &mut Vec<(u32, &'b wgpu::Buffer)>,
+        indices: &Indices<'b>,
+        invocations: usize,
+    ) {
         match indices {
             Indices::Buffer(b) => {
                 entries.push((3, &b.buffer));
-                self.run(name, &p, &entries, invocations);
+                self.run(name, p, entries, invocations);
             }
-            Indices::Staged(i) => self.run_with_indices(name, &p, &entries, Some((3, i)), invocations),
+            Indices::Staged(i) => self.run_with_indices(name, p, entries, Some((3, i)), invocations),
         }
+    }
+
+    /// Record the drawing of the elastic fields of the `n` images at `indices`; their
+    /// fields and reaches (buffers that stay with `d`).
+    fn draw_fields(
+        &self,
+        d: &Distortion,
+        draws: &ElasticDraws,
+        indices: &Indices,
+        n: usize,
+    ) -> (wgpu::Buffer, wgpu::Buffer) {
+        let mut fields = d.fields.lock().expect("the batch fields' lock");
+        if fields.as_ref().is_none_or(|f| f.capacity < n) {
+            let kr = draws.params[0] as usize;
+            let buffer = |label: &str, len: usize| {
+                self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: (len.max(1) * 4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            };
+            *fields = Some(BatchFields {
+                capacity: n,
+                partial: buffer("field partial products", n * 2 * kr * d.cols),
+                field: buffer("fields", n * 2 * d.rows * d.cols),
+                reach: buffer("field reaches", n),
+            });
+        }
+        let f = fields.as_ref().expect("batch fields");
+        let p = [[n as u32, d.rows as u32, d.cols as u32].as_slice(), &draws.params].concat();
+        let mut entries =
+            vec![(1, &draws.basis_rows), (2, &draws.basis_cols), (4, &f.partial), (5, &f.field), (6, &f.reach)];
+        self.run_gather("elastic.draw", &p, &mut entries, indices, n * GROUP as usize);
+        (f.field.clone(), f.reach.clone())
     }
 
     /// Example indices on the GPU.

@@ -5,7 +5,7 @@
 struct Params {
     batch: u32, pixels: u32, scale: f32, shift: f32,
     // gather_distorted's: the original images' size, and the input's side.
-    rows: u32, cols: u32, side: u32, _0: u32,
+    rows: u32, cols: u32, side: u32, elastic: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,12 +35,18 @@ fn gather(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups)
 }
 
 // The same batch with each image distorted first (LeNet-5's affine distortions, drawn
-// on the host by src/data/augment): the resampling of src/data/augment/sample.rs, step
-// for step, from the split's original images (`source`, rows × cols, four bytes to a
-// u32), then fitted to the input by zero padding as src/input.rs fits them.
-// maps[6e..6e+6] = image e's inverse matrix and translation.
+// on the host by src/data/augment, and the elastic field where there is one, drawn by
+// elastic.wgsl): the resampling of src/data/augment/sample.rs, step for step, from the
+// split's original images (`source`, rows × cols, four bytes to a u32), then fitted to
+// the input by zero padding as src/input.rs fits them.
+// maps[10e..10e+10] = image e's inverse matrix (4), its drawn translation (2), and where
+// its ink lands under the matrix (x_lo, x_hi, y_lo, y_hi): the translation is fitted
+// here, where the field's reach is known (DrawnAffine::fit in src/data/augment/affine.rs).
 @group(0) @binding(7) var<storage, read> source: array<u32>;
 @group(0) @binding(8) var<storage, read> maps: array<f32>;
+// With p.elastic: the batch's fields (batch × 2 × rows × cols) and reaches (batch).
+@group(0) @binding(9) var<storage, read> field: array<f32>;
+@group(0) @binding(10) var<storage, read> reach: array<f32>;
 
 // Pixel (y, x) of image e, 0 outside it (the zero border the CPU pads with).
 fn source_at(e: u32, y: i32, x: i32) -> f32 {
@@ -49,14 +55,36 @@ fn source_at(e: u32, y: i32, x: i32) -> f32 {
     return f32((source[i / 4u] >> (8u * (i % 4u))) & 0xffu);
 }
 
-// The distorted byte at (y, x) of image e: the bilinear sample at the inverse map,
-// rounded to the nearest byte below, as the CPU's resampling rounds it.
-fn distorted(e: u32, y: u32, x: u32) -> f32 {
-    let m = 6u * e;
+// The translation along `axis` (0: x, 1: y) that keeps image e's ink `margin` pixels
+// inside the frame where it can (else centred between the two limits), as the CPU fits it.
+fn fitted_shift(m: u32, axis: u32, size: u32, margin: f32) -> f32 {
+    let t = maps[m + 4u + axis];
+    let lo = maps[m + 6u + 2u * axis];
+    let hi = maps[m + 7u + 2u * axis];
+    let min_t = margin - lo;
+    let max_t = f32(size) - 1.0 - margin - hi;
+    if (min_t <= max_t) { return clamp(t, min_t, max_t); }
+    return (min_t + max_t) / 2.0;
+}
+
+// The distorted byte at (y, x) of image e, batch item b: the bilinear sample at the
+// inverse map of the point moved by the field, rounded to the nearest byte below, as
+// the CPU's resampling rounds it.
+fn distorted(b: u32, e: u32, y: u32, x: u32) -> f32 {
+    let m = 10u * e;
+    var dx = 0.0;
+    var dy = 0.0;
+    var margin = 0.0;
+    if (p.elastic != 0u) {
+        let plane = p.rows * p.cols;
+        dx = field[(b * 2u) * plane + y * p.cols + x];
+        dy = field[(b * 2u + 1u) * plane + y * p.cols + x];
+        margin = reach[b];
+    }
     let cx = (f32(p.cols) - 1.0) / 2.0;
     let cy = (f32(p.rows) - 1.0) / 2.0;
-    let ux = f32(x) - cx - maps[m + 4u];
-    let uy = f32(y) - cy - maps[m + 5u];
+    let ux = f32(x) + dx - cx - fitted_shift(m, 0u, p.cols, margin);
+    let uy = f32(y) + dy - cy - fitted_shift(m, 1u, p.rows, margin);
     // In the CPU's padded coordinates (one border pixel before each row and column).
     let sx = clamp(maps[m] * ux + maps[m + 1u] * uy + cx + 1.0, 0.0, f32(p.cols) + 1.0);
     let sy = clamp(maps[m + 2u] * ux + maps[m + 3u] * uy + cy + 1.0, 0.0, f32(p.rows) + 1.0);
@@ -88,7 +116,7 @@ fn gather_distorted(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_w
     let rx = i32(idx % p.side + p.cols / 2u) - i32(p.side / 2u);
     var v = 0.0;
     if (ry >= 0 && rx >= 0 && ry < i32(p.rows) && rx < i32(p.cols)) {
-        v = distorted(e, u32(ry), u32(rx));
+        v = distorted(b, e, u32(ry), u32(rx));
     }
     x[idx] = v * p.scale + p.shift;
     if (idx % pixels == 0u) {
