@@ -159,6 +159,68 @@ fn border_median(gray: &[f32], w: usize, h: usize) -> f32 {
     border[border.len() / 2]
 }
 
+/// The level of the paper under every pixel: a morphological closing (for dark ink on
+/// light paper; an opening for light ink on dark) over windows wider than any stroke,
+/// so that strokes vanish and the light's slow changes (gradients, a shadow across the
+/// sheet) stay, then smoothed. Computed on a copy at most 96 pixels on its longer side
+/// (the paper's level changes slowly) and scaled back up.
+fn paper_level(gray: &[f32], w: usize, h: usize, light_paper: bool) -> Vec<f32> {
+    const SMALL: usize = 96;
+    let scale = (SMALL as f64 / w.max(h) as f64).min(1.0);
+    let (sw, sh) = (((w as f64 * scale).round() as usize).max(1), ((h as f64 * scale).round() as usize).max(1));
+    // (image's f32 resizing clamps to [0, 1].)
+    let unit: Vec<f32> = gray.iter().map(|v| v / 255.0).collect();
+    let full = ImageBuffer::<Luma<f32>, Vec<f32>>::from_raw(w as u32, h as u32, unit).expect("w×h");
+    let small = image::imageops::resize(&full, sw as u32, sh as u32, FilterType::Triangle).into_raw();
+    // A window of a fifth of the picture: wider than a digit's strokes, narrower than the light's changes.
+    let r = (sw.max(sh) / 10).max(1);
+    let (spread, shrink): (Pick, Pick) = if light_paper { (f32::max, f32::min) } else { (f32::min, f32::max) };
+    let closed = extreme_filter(&extreme_filter(&small, sw, sh, r, spread), sw, sh, r, shrink);
+    let smooth = box_blur(&closed, sw, sh, r.div_ceil(2));
+    let small = ImageBuffer::<Luma<f32>, Vec<f32>>::from_raw(sw as u32, sh as u32, smooth).expect("sw×sh");
+    let level = image::imageops::resize(&small, w as u32, h as u32, FilterType::Triangle).into_raw();
+    level.into_iter().map(|v| v * 255.0).collect()
+}
+
+/// The larger or the smaller of two levels.
+type Pick = fn(f32, f32) -> f32;
+
+/// Each pixel replaced by `pick` over the (2r+1)² square around it (clipped to the image).
+fn extreme_filter(v: &[f32], w: usize, h: usize, r: usize, pick: Pick) -> Vec<f32> {
+    let rows: Vec<f32> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            (x.saturating_sub(r)..(x + r + 1).min(w)).map(|xx| v[y * w + xx]).reduce(pick).expect("a pixel")
+        })
+        .collect();
+    (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            (y.saturating_sub(r)..(y + r + 1).min(h)).map(|yy| rows[yy * w + x]).reduce(pick).expect("a pixel")
+        })
+        .collect()
+}
+
+/// The mean over the (2r+1)² square around each pixel (clipped to the image).
+fn box_blur(v: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
+    let mean = |it: &mut dyn Iterator<Item = f32>| {
+        let (s, n) = it.fold((0.0, 0.0), |(s, n), x| (s + x, n + 1.0));
+        s / n
+    };
+    let rows: Vec<f32> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            mean(&mut (x.saturating_sub(r)..(x + r + 1).min(w)).map(|xx| v[y * w + xx]))
+        })
+        .collect();
+    (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            mean(&mut (y.saturating_sub(r)..(y + r + 1).min(h)).map(|yy| rows[yy * w + x]))
+        })
+        .collect()
+}
+
 /// The bounding box (x, y, w, h) of the pixels above zero.
 pub fn ink_box(pixels: &[f32], w: usize, h: usize) -> Option<(usize, usize, usize, usize)> {
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
@@ -208,8 +270,14 @@ pub fn prepare_gray(
         Style::Auto => Style::of_dataset(trained_on),
         s => s,
     };
-    // Ink: how far each pixel stands out from the background, brighter = more.
-    let ink: Vec<f32> = gray.iter().map(|&v| if inverted { bg - v } else { v - bg }.max(0.0)).collect();
+    // Ink: how far each pixel stands out from the paper around it, brighter = more. For a
+    // picture, the paper's level is estimated everywhere (a photo's light is uneven, and a
+    // shadow is no ink); a 28×28 image taken as it is has one level.
+    let paper = match style {
+        Style::AsIs => vec![bg; w * h],
+        _ => paper_level(gray, w, h, inverted),
+    };
+    let ink: Vec<f32> = gray.iter().zip(&paper).map(|(&v, &b)| if inverted { b - v } else { v - b }.max(0.0)).collect();
     let peak = ink.iter().copied().fold(0.0, f32::max);
     if peak < MIN_CONTRAST {
         return Err(format!(

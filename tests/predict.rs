@@ -189,6 +189,30 @@ fn transparent_canvas_keeps_its_ink() {
     assert!(bw <= 4, "{bw}");
 }
 
+/// A photo's light is uneven: a shadow darkening a third of the sheet towards its edge
+/// (by twice the noise floor's worth) is paper, not ink. The digit, a bar on the lit
+/// side, is all that is cropped: its ink box is the bar's, 20 pixels tall, and nothing
+/// touches the picture's edge.
+#[test]
+fn a_shadow_across_the_sheet_is_not_ink() {
+    let mut img = RgbImage::new(240, 200);
+    for (x, y, px) in img.enumerate_pixels_mut() {
+        let shadow = if x < 80 { 90.0 * (1.0 - x as f32 / 80.0) } else { 0.0 };
+        let light = 235.0 - 15.0 * y as f32 / 200.0 - shadow;
+        let ink = (150..162).contains(&x) && (50..150).contains(&y);
+        let v = if ink { 40.0 } else { light } as u8;
+        *px = Rgb([v, v, v]);
+    }
+    let prep = prepare(&image::DynamicImage::ImageRgb8(img), Style::Mnist, None).unwrap();
+    assert!(prep.warnings.is_empty(), "{:?}", prep.warnings);
+    let (bx, by, bw, bh) = prep.ink_box;
+    assert!((148..=150).contains(&bx) && (48..=50).contains(&by), "ink box {:?}", prep.ink_box);
+    assert!((12..=16).contains(&bw) && (100..=104).contains(&bh), "ink box {:?}", prep.ink_box);
+    let (_, _, w, h) = nonzero_box(&prep.pixels);
+    assert_eq!(h, 20);
+    assert!(w <= 4, "{w}");
+}
+
 fn mnist() -> Option<lenet::data::Dataset> {
     match data::load(DatasetKind::Mnist, None) {
         Ok(d) => Some(d),
