@@ -86,7 +86,26 @@ pub fn to_bytes(ck: &Checkpoint) -> Result<Vec<u8>, String> {
         (SPEC_KEY.to_string(), serde_json::to_string(&ck.spec).map_err(|e| e.to_string())?),
         (META_KEY.to_string(), serde_json::to_string(&ck.meta).map_err(|e| e.to_string())?),
     ]);
-    safetensors::serialize(views, &Some(header)).map_err(|e| format!("{e:?}"))
+    let bytes = safetensors::serialize(views, &Some(header)).map_err(|e| format!("{e:?}"))?;
+    sorted_header(bytes)
+}
+
+/// safetensors writes the header's metadata in a `HashMap`'s order, which changes from
+/// process to process; with its keys sorted, the same checkpoint is always the same
+/// bytes (a shipped model retrained is its file, bit for bit). The tensors' offsets are
+/// relative to the data, which stays as it is.
+fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes")) as usize;
+    let header: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + len]).map_err(|e| e.to_string())?;
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    // The data starts 8-byte aligned, as safetensors pads it: with spaces.
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&bytes[8 + len..]);
+    Ok(out)
 }
 
 /// Write a checkpoint atomically: an earlier file at `path` survives any failure.
