@@ -12,6 +12,7 @@ pub mod export;
 pub mod init;
 pub mod input;
 pub mod layers;
+pub mod models;
 pub mod network;
 pub mod optim;
 pub mod predict;

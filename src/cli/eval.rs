@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use lenet::checkpoint;
 use lenet::data::{self, DatasetKind};
 use lenet::engine::Engine;
 use lenet::eval::evaluate;
@@ -16,11 +15,12 @@ use lenet::trainer::{TrainConfig, EVAL_BATCH};
 use super::arch::ArchArgs;
 use super::data::SplitName;
 use super::device::{self, on_engine, DeviceArgs};
+use super::models::ModelArg;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// The checkpoint (.safetensors).
-    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// Dataset (default: the one the checkpoint was trained on).
     #[arg(long)]
     pub dataset: Option<DatasetKind>,
@@ -40,11 +40,13 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     let want = if args.arch.is_set() { Some(args.arch.spec("d2l")?) } else { None };
-    let ck = checkpoint::load(&args.checkpoint, want.as_ref())?;
+    let source = args.model.source()?;
+    let ck = source.load(want.as_ref())?;
     let trained_on = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok().map(|c| c.dataset);
-    let kind = args.dataset.or(trained_on).with_context(|| {
-        format!("{} does not say which dataset it was trained on: pass --dataset", args.checkpoint.display())
-    })?;
+    let kind = args
+        .dataset
+        .or(trained_on)
+        .with_context(|| format!("{source} does not say which dataset it was trained on: pass --dataset"))?;
     let ds = data::load(kind, data_dir)?;
     let split = match args.split {
         SplitName::Train => &ds.train,
@@ -58,7 +60,7 @@ pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         evaluate(&mut net, &examples, EVAL_BATCH)
     });
     let epoch = if ck.meta.epoch > 0 { format!(", epoch {}", ck.meta.epoch) } else { String::new() };
-    println!("{} (architecture {}{epoch}) on {kind} {:?}", args.checkpoint.display(), ck.spec.name, args.split);
+    println!("{source} (architecture {}{epoch}) on {kind} {:?}", ck.spec.name, args.split);
     print!("{}", result.report(&kind.class_names()));
     if let Some(path) = &args.confusion {
         let split = format!("{:?}", args.split).to_lowercase();

@@ -18,12 +18,15 @@ use lenet::trainer::{TrainConfig, EVAL_BATCH};
 use super::arch::ArchArgs;
 use super::data::SplitName;
 use super::device::{self, on_engine, DeviceArgs};
+use super::models::ModelArg;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("output").required(true).multiple(true).args(["onnx", "state_dict", "logits"])))]
 pub struct ExportArgs {
-    /// The checkpoint (.safetensors): lenet's, or a PyTorch state_dict (then say --arch).
-    pub checkpoint: PathBuf,
+    /// The checkpoint (.safetensors: lenet's, or a PyTorch state_dict, then say --arch),
+    /// or a shipped model's name.
+    #[command(flatten)]
+    pub model: ModelArg,
     /// Write an ONNX model (opset 13): input `input` (N, 1, S, S) float32, the image as
     /// lenet feeds it (pixels / 255 by default); output `logits` (N, 10).
     #[arg(long, value_name = "FILE")]
@@ -52,12 +55,13 @@ pub struct ExportArgs {
 
 pub fn run(args: ExportArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     let want = if args.arch.is_set() { Some(args.arch.spec("d2l")?) } else { None };
-    let ck = checkpoint::load(&args.checkpoint, want.as_ref())?;
+    let source = args.model.source()?;
+    let ck = source.load(want.as_ref())?;
     let n_params = ck.params.len();
 
     if let Some(path) = &args.onnx {
-        let bytes = export::onnx::to_bytes(&ck.spec, &ck.params)
-            .with_context(|| format!("cannot export {} to ONNX", args.checkpoint.display()))?;
+        let bytes =
+            export::onnx::to_bytes(&ck.spec, &ck.params).with_context(|| format!("cannot export {source} to ONNX"))?;
         write_atomic(path, &bytes)?;
         println!(
             "wrote {} (ONNX opset {}, architecture {}, {n_params} parameters)",
@@ -78,9 +82,10 @@ pub fn run(args: ExportArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
 
     if let Some(path) = &args.logits {
         let trained_on = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok().map(|c| c.dataset);
-        let kind = args.dataset.or(trained_on).with_context(|| {
-            format!("{} does not say which dataset it was trained on: pass --dataset", args.checkpoint.display())
-        })?;
+        let kind = args
+            .dataset
+            .or(trained_on)
+            .with_context(|| format!("{source} does not say which dataset it was trained on: pass --dataset"))?;
         let ds = data::load(kind, data_dir)?;
         let split = match args.split {
             SplitName::Train => &ds.train,
@@ -94,7 +99,7 @@ pub fn run(args: ExportArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
             (export::logits(&mut net, &examples, EVAL_BATCH), net.num_classes())
         });
         let metadata = HashMap::from([
-            ("checkpoint".to_string(), args.checkpoint.display().to_string()),
+            ("checkpoint".to_string(), source.to_string()),
             ("dataset".to_string(), kind.to_string()),
             ("split".to_string(), format!("{:?}", args.split).to_lowercase()),
             ("architecture".to_string(), ck.spec.name.clone()),

@@ -9,6 +9,7 @@ mod device;
 mod devices;
 mod eval;
 mod export;
+mod models;
 mod predict;
 mod report;
 mod train;
@@ -51,6 +52,11 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Measure train and eval throughput (examples/sec), with warm-up and repeats.
     Bench(Box<bench::BenchArgs>),
+    /// The trained models inside lenet: list them, show a card, export one.
+    Models {
+        #[command(subcommand)]
+        cmd: Option<models::ModelsCommand>,
+    },
     /// Get, check and look at the datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -73,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args, cli.data_dir.as_deref()),
         Command::Compare(args) => compare::run(args),
         Command::Bench(args) => bench::run(*args, cli.data_dir.as_deref()),
+        Command::Models { cmd } => models::run(cmd, cli.data_dir.as_deref()),
         Command::Data(cmd) => data::run(cmd, cli.data_dir.as_deref()),
         #[cfg(feature = "gpu")]
         Command::Devices => devices::run(),

@@ -7,9 +7,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use lenet::checkpoint::{self, Checkpoint};
+use lenet::checkpoint::Checkpoint;
 use lenet::data::{self, DatasetKind, Images};
 use lenet::engine::Engine;
+use lenet::models::ModelSource;
 use lenet::network::Network;
 use lenet::predict::{load_image, outputs, prepare, probabilities, softmax, top_k, Prepared, Style, SIDE};
 use lenet::trainer::{TrainConfig, EVAL_BATCH};
@@ -19,12 +20,20 @@ use lenet::viz::save_rgb_png;
 use super::arch::ArchArgs;
 use super::data::SplitName;
 use super::device::{self, on_engine, DeviceArgs};
+use super::models;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// The checkpoint (.safetensors).
-    pub checkpoint: PathBuf,
-    /// Pictures to classify: PNG, JPEG or BMP, any size, colour or background.
+    /// The checkpoint (.safetensors) or a shipped model's name (`lenet models`), unless
+    /// --model says it; then the pictures to classify: PNG, JPEG or BMP, any size,
+    /// colour or background.
+    #[arg(value_name = "CKPT|MODEL] [PICTURES")]
+    pub paths: Vec<PathBuf>,
+    /// A shipped model, by name (`lenet models` lists them): every path is a picture.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// The pictures (set from `paths`).
+    #[arg(skip)]
     pub images: Vec<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -94,24 +103,30 @@ fn top_text(probs: &[f64], k: usize, names: &[&str]) -> String {
         .collect()
 }
 
-pub fn run(args: PredictArgs, data_dir: Option<&Path>) -> Result<()> {
+pub fn run(mut args: PredictArgs, data_dir: Option<&Path>) -> Result<()> {
     let want = if args.arch.is_set() { Some(args.arch.spec("d2l")?) } else { None };
-    let ck = checkpoint::load(&args.checkpoint, want.as_ref())?;
-    on_engine!(device::open(args.device.device, args.threads)?, e => predict_on(e, &args, &ck, data_dir))
+    let mut paths = std::mem::take(&mut args.paths).into_iter();
+    let first = if args.model.is_some() { None } else { paths.next() };
+    let source = models::source(first.as_ref().and_then(|p| p.to_str()), args.model.as_deref())?;
+    args.images = paths.collect();
+    let ck = source.load(want.as_ref())?;
+    on_engine!(device::open(args.device.device, args.threads)?, e => predict_on(e, &args, &source, &ck, data_dir))
 }
 
-fn predict_on<E: Engine>(engine: E, args: &PredictArgs, ck: &Checkpoint, data_dir: Option<&Path>) -> Result<()>
+fn predict_on<E: Engine>(
+    engine: E,
+    args: &PredictArgs,
+    source: &ModelSource,
+    ck: &Checkpoint,
+    data_dir: Option<&Path>,
+) -> Result<()>
 where
     Network<E>: Send,
 {
     let mut net = Network::new(engine, &ck.spec)?;
     net.set_params(&ck.params)?;
     if net.num_classes() != 10 {
-        bail!(
-            "{}: the network has {} outputs; lenet predicts 10 classes",
-            args.checkpoint.display(),
-            net.num_classes()
-        );
+        bail!("{source}: the network has {} outputs; lenet predicts 10 classes", net.num_classes());
     }
     let dataset_mode = args.dataset.is_some() || args.grid.is_some() || args.misclassified;
     match (dataset_mode, args.images.is_empty()) {
@@ -119,7 +134,7 @@ where
         (false, true) => {
             bail!("nothing to predict: give pictures (PNG, JPEG, BMP), or --dataset mnist --grid grid.png")
         }
-        (true, true) => predict_dataset(args, ck, &mut net, data_dir),
+        (true, true) => predict_dataset(args, source, ck, &mut net, data_dir),
         (false, false) => predict_pictures(args, ck, &mut net),
     }
 }
@@ -221,6 +236,7 @@ where
 
 fn predict_dataset<E: Engine>(
     args: &PredictArgs,
+    source: &ModelSource,
     ck: &Checkpoint,
     net: &mut Network<E>,
     data_dir: Option<&Path>,
@@ -228,9 +244,10 @@ fn predict_dataset<E: Engine>(
 where
     Network<E>: Send,
 {
-    let kind = args.dataset.or(trained_on(ck)).with_context(|| {
-        format!("{} does not say which dataset it was trained on: pass --dataset", args.checkpoint.display())
-    })?;
+    let kind = args
+        .dataset
+        .or(trained_on(ck))
+        .with_context(|| format!("{source} does not say which dataset it was trained on: pass --dataset"))?;
     let ds = data::load(kind, data_dir)?;
     let split = match args.split {
         SplitName::Train => &ds.train,

@@ -14,6 +14,7 @@ use lenet::data::{self, DatasetKind};
 use lenet::engine::cpu::CpuEngine;
 use lenet::engine::Engine;
 use lenet::init::Init;
+use lenet::models::ModelSource;
 use lenet::optim::OptimizerKind;
 use lenet::run::RunDir;
 use lenet::schedule::LrSchedule;
@@ -62,8 +63,9 @@ pub struct TrainArgs {
     #[arg(long, value_name = "MAX_NORM")]
     pub clip_grad_norm: Option<f32>,
     /// Initialisation: xavier (d2l's, the default), pytorch, lecun (lenet5's); or a
-    /// checkpoint / PyTorch safetensors file to start from (fine-tuning).
-    #[arg(long, value_name = "SCHEME|FILE")]
+    /// checkpoint / PyTorch safetensors file or a shipped model (`lenet models`) to start
+    /// from (fine-tuning; its architecture unless --arch says otherwise).
+    #[arg(long, value_name = "SCHEME|FILE|MODEL")]
     pub init: Option<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -139,8 +141,13 @@ impl TrainArgs {
         self.init.clone().unwrap_or_else(|| Recipe::of(spec).init.to_string())
     }
 
-    fn config(&self, threads: usize) -> Result<TrainConfig> {
-        let arch = self.arch.spec("d2l")?;
+    /// The run's config; `init_arch`: the architecture of the --init model, which is
+    /// the run's unless --arch says otherwise.
+    fn config(&self, threads: usize, init_arch: Option<&lenet::spec::Spec>) -> Result<TrainConfig> {
+        let arch = match init_arch {
+            Some(spec) if !self.arch.is_set() => spec.clone(),
+            _ => self.arch.spec("d2l")?,
+        };
         let recipe = Recipe::of(&arch);
         let mut optimizer = self.optimizer.unwrap_or(recipe.optimizer);
         match &mut optimizer {
@@ -355,18 +362,24 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         config.validate().with_context(|| format!("cannot resume from {}", ckpt.display()))?;
         (Start::Resume { ck: Box::new(ck), path: ckpt.clone() }, config.threads)
     } else {
-        let config = args.config(CpuEngine::resolve_threads(args.threads))?;
+        // --init FILE or a shipped model's name: fine-tuning, from its weights.
+        let init_model = match args.init.as_deref() {
+            Some(init) if init.parse::<Init>().is_err() => {
+                let source = ModelSource::parse(init)
+                    .with_context(|| format!("--init {init}: not an init scheme (xavier, pytorch, lecun)"))?;
+                let ck = source.load(None)?;
+                Some((source, ck))
+            }
+            _ => None,
+        };
+        let config =
+            args.config(CpuEngine::resolve_threads(args.threads), init_model.as_ref().map(|(_, ck)| &ck.spec))?;
         config.validate()?;
-        let init = args.init_setting(&config.arch);
-        let initial = match init.parse::<Init>() {
-            Ok(_) => None,
-            Err(_) => {
-                let path = PathBuf::from(&init);
-                if !path.is_file() {
-                    bail!("--init {init}: not an init scheme (xavier, pytorch, lecun) and no such file");
-                }
-                let ck = checkpoint::load(&path, Some(&config.arch))?;
-                println!("starting from the weights of {}", path.display());
+        let initial = match init_model {
+            None => None,
+            Some((source, _)) => {
+                let ck = source.load(Some(&config.arch))?;
+                println!("starting from the weights of {source}");
                 Some(ck.params)
             }
         };

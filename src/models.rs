@@ -1,0 +1,204 @@
+//! Trained models shipped inside the binary, so that `lenet predict` works before any
+//! training, from any folder, with no data and no network: `lenet models` lists them,
+//! and a model's name goes wherever a checkpoint file does (`predict --model
+//! mnist-lenet5`, `eval mnist-relu`, `train --init mnist-relu`).
+//!
+//! Each is a `lenet train` run of `scripts/train-models` (models/README.md), reduced to
+//! what a model is ([`model_of`]: architecture, weights and training config; no
+//! optimizer state, no timings, so that retraining it gives the same bytes) in
+//! `models/<name>.safetensors`, with its model card ([`ModelCard`]) in
+//! `models/<name>.toml`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, Checkpoint, CheckpointError, Meta};
+use crate::data::DatasetKind;
+use crate::spec::Spec;
+
+/// One shipped model: its name (`<dataset>-<preset>`), its file and its card.
+#[derive(Debug)]
+pub struct ShippedModel {
+    pub name: &'static str,
+    bytes: &'static [u8],
+    card: &'static str,
+}
+
+macro_rules! shipped {
+    ($($name:literal),* $(,)?) => {
+        &[$(ShippedModel {
+            name: $name,
+            bytes: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/", $name, ".safetensors")),
+            card: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/", $name, ".toml")),
+        }),*]
+    };
+}
+
+/// Every shipped model, MNIST's first.
+pub static SHIPPED: &[ShippedModel] = shipped!(
+    "mnist-d2l",
+    "mnist-relu",
+    "mnist-lenet5",
+    "fashion-mnist-d2l",
+    "fashion-mnist-relu",
+    "fashion-mnist-lenet5",
+);
+
+impl ShippedModel {
+    /// The model file's bytes, as `lenet models export` writes them.
+    pub fn bytes(&self) -> &'static [u8] {
+        self.bytes
+    }
+
+    /// The model card as shipped (TOML).
+    pub fn card_text(&self) -> &'static str {
+        self.card
+    }
+
+    pub fn card(&self) -> ModelCard {
+        toml::from_str(self.card).unwrap_or_else(|e| panic!("the shipped card of {} does not parse: {e}", self.name))
+    }
+
+    /// The model as a checkpoint (architecture, weights, training config).
+    pub fn checkpoint(&self) -> Checkpoint {
+        checkpoint::from_bytes(self.bytes, Path::new(self.name), None)
+            .unwrap_or_else(|e| panic!("the shipped model {} does not load: {e}", self.name))
+    }
+}
+
+/// The shipped model called `name`.
+pub fn find(name: &str) -> Result<&'static ShippedModel, UnknownModel> {
+    SHIPPED.iter().find(|m| m.name == name).ok_or_else(|| UnknownModel(name.to_string()))
+}
+
+/// A name that is no shipped model: the message lists the ones there are.
+#[derive(Debug, thiserror::Error)]
+#[error("no shipped model is called {name:?}; the shipped ones are {known} (`lenet models` lists them)", name = .0, known = names())]
+pub struct UnknownModel(pub String);
+
+fn names() -> String {
+    SHIPPED.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Where a model comes from: a checkpoint file, or a shipped model by name.
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    File(PathBuf),
+    Shipped(&'static ShippedModel),
+}
+
+impl ModelSource {
+    /// A checkpoint file where `arg` names one that exists, else the shipped model of
+    /// that name; neither is an error that says both.
+    pub fn parse(arg: &str) -> Result<ModelSource, anyhow::Error> {
+        let path = Path::new(arg);
+        if path.exists() {
+            return Ok(ModelSource::File(path.to_path_buf()));
+        }
+        match find(arg) {
+            Ok(m) => Ok(ModelSource::Shipped(m)),
+            Err(unknown) => anyhow::bail!("{arg}: no such checkpoint file, and {unknown}"),
+        }
+    }
+
+    /// Read the model (for a file without an architecture of its own, `spec` says it).
+    pub fn load(&self, spec: Option<&Spec>) -> Result<Checkpoint, CheckpointError> {
+        match self {
+            ModelSource::File(path) => checkpoint::load(path, spec),
+            ModelSource::Shipped(m) => checkpoint::from_bytes(m.bytes, Path::new(m.name), spec),
+        }
+    }
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::File(path) => write!(f, "{}", path.display()),
+            ModelSource::Shipped(m) => write!(f, "{} (shipped model)", m.name),
+        }
+    }
+}
+
+/// A trained checkpoint reduced to a model: the architecture, the weights and the
+/// training config (which says the dataset and the input's scaling) and epoch; no
+/// optimizer state and no history (whose timings differ from run to run).
+pub fn model_of(ck: &Checkpoint) -> Checkpoint {
+    Checkpoint {
+        spec: ck.spec.clone(),
+        params: ck.params.clone(),
+        optim: Vec::new(),
+        meta: Meta { epoch: ck.meta.epoch, config: ck.meta.config.clone(), ..Meta::default() },
+    }
+}
+
+/// What a shipped model is and how it was made: `lenet models show NAME` prints it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub name: String,
+    pub dataset: DatasetKind,
+    /// The preset the architecture is.
+    pub architecture: String,
+    pub parameters: usize,
+    /// The `lenet train` command that trained it (scripts/train-models runs it).
+    pub command: String,
+    pub seed: u64,
+    pub epochs: usize,
+    /// CPU threads and instruction set (`LENET_ISA`) it was trained with: the same
+    /// command with both gives the same file, bit for bit.
+    pub threads: usize,
+    pub isa: String,
+    pub cpu: String,
+    pub lenet_version: String,
+    /// UTC, YYYY-MM-DD.
+    pub date: String,
+    /// Wall time of the training run, seconds (its epochs, evaluation included).
+    pub train_seconds: f64,
+    /// On the dataset's 10,000 test images.
+    pub test_accuracy: f64,
+    pub test_errors: usize,
+    /// Test accuracy of each class, 0 to 9.
+    pub per_class_accuracy: Vec<f64>,
+    /// SHA-256 of the model file.
+    pub sha256: String,
+}
+
+impl ModelCard {
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a model card serialises")
+    }
+}
+
+/// Today's date (UTC) as YYYY-MM-DD, from the system clock.
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (H. Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_from_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_790), (2026, 12, 3));
+    }
+}
