@@ -185,7 +185,8 @@ fn models_list_show_and_export() {
 }
 
 /// `train --init NAME` fine-tunes from the shipped weights, in the model's architecture
-/// when --arch does not say another (on a small dataset written by the test).
+/// and on its dataset when --arch and --dataset do not say others (on a small dataset
+/// written by the test).
 #[test]
 fn train_init_fine_tunes_a_shipped_model() {
     #[path = "common/toy_idx.rs"]
@@ -194,7 +195,7 @@ fn train_init_fine_tunes_a_shipped_model() {
     let data = dir.path().join("data");
     toy_idx::write_toy_dataset(&data);
     let run = dir.path().join("run");
-    let args = ["--data-dir", data.to_str().unwrap(), "train", "--init", "mnist-relu", "--dataset", "mnist"];
+    let args = ["--data-dir", data.to_str().unwrap(), "train", "--init", "mnist-relu"];
     let more =
         ["--epochs", "1", "--batch", "32", "--threads", "2", "--device", "cpu", "--run-dir", run.to_str().unwrap()];
     let out = lenet_in(dir.path(), dir.path(), &[&args[..], &more].concat());
@@ -203,6 +204,8 @@ fn train_init_fine_tunes_a_shipped_model() {
     assert!(stdout.contains("starting from the weights of mnist-relu (shipped model)"), "{stdout}");
     let ck = lenet::checkpoint::load(&run.join("last.safetensors"), None).unwrap();
     assert_eq!(ck.spec.name, "relu", "the model's architecture");
+    let config: lenet::trainer::TrainConfig = serde_json::from_value(ck.meta.config).unwrap();
+    assert_eq!(config.dataset, DatasetKind::Mnist, "the model's dataset");
     // Another architecture is a clear error, not a silent fresh start.
     let out = lenet_in(dir.path(), dir.path(), &[&args[..], &["--arch", "d2l"], &more].concat());
     let (_, stderr) = text(&out);

@@ -29,8 +29,9 @@ use super::device::{self, on_engine, DeviceArgs};
 pub struct TrainArgs {
     #[command(flatten)]
     pub arch: ArchArgs,
-    #[arg(long, default_value = "fashion-mnist")]
-    pub dataset: DatasetKind,
+    /// fashion-mnist (the default) or mnist; with --init MODEL, the model's dataset.
+    #[arg(long)]
+    pub dataset: Option<DatasetKind>,
     /// Epochs to train (default 10, lenet5 20; with --resume, the checkpoint's, or this
     /// to extend it).
     #[arg(long)]
@@ -141,13 +142,15 @@ impl TrainArgs {
         self.init.clone().unwrap_or_else(|| Recipe::of(spec).init.to_string())
     }
 
-    /// The run's config; `init_arch`: the architecture of the --init model, which is
-    /// the run's unless --arch says otherwise.
-    fn config(&self, threads: usize, init_arch: Option<&lenet::spec::Spec>) -> Result<TrainConfig> {
-        let arch = match init_arch {
-            Some(spec) if !self.arch.is_set() => spec.clone(),
+    /// The run's config; `init`: the --init model, whose architecture and dataset are
+    /// the run's unless --arch and --dataset say otherwise.
+    fn config(&self, threads: usize, init: Option<&checkpoint::Checkpoint>) -> Result<TrainConfig> {
+        let arch = match init {
+            Some(ck) if !self.arch.is_set() => ck.spec.clone(),
             _ => self.arch.spec("d2l")?,
         };
+        let trained_on = init.and_then(|ck| serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok());
+        let dataset = self.dataset.or(trained_on.map(|c| c.dataset)).unwrap_or(DatasetKind::FashionMnist);
         let recipe = Recipe::of(&arch);
         let mut optimizer = self.optimizer.unwrap_or(recipe.optimizer);
         match &mut optimizer {
@@ -182,7 +185,7 @@ impl TrainArgs {
         let init = self.init_setting(&arch).parse::<Init>().unwrap_or(Init::Xavier);
         Ok(TrainConfig {
             arch,
-            dataset: self.dataset,
+            dataset,
             epochs: self.epochs.unwrap_or(recipe.epochs),
             batch: self.batch.unwrap_or(recipe.batch),
             lr,
@@ -372,8 +375,7 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
             }
             _ => None,
         };
-        let config =
-            args.config(CpuEngine::resolve_threads(args.threads), init_model.as_ref().map(|(_, ck)| &ck.spec))?;
+        let config = args.config(CpuEngine::resolve_threads(args.threads), init_model.as_ref().map(|(_, ck)| ck))?;
         config.validate()?;
         let initial = match init_model {
             None => None,
