@@ -271,11 +271,13 @@ pub fn prepare_gray(
         s => s,
     };
     // Ink: how far each pixel stands out from the paper around it, brighter = more. For a
-    // picture, the paper's level is estimated everywhere (a photo's light is uneven, and a
-    // shadow is no ink); a 28×28 image taken as it is has one level.
+    // picture of a digit, the paper's level is estimated everywhere (a photo's light is
+    // uneven, and a shadow is no ink); strokes are thin, so the estimate cannot mistake
+    // them for paper. A garment is a solid shape (Fashion-MNIST's style), and an image
+    // hardly bigger than a dataset image has no room for the estimate: one level.
     let paper = match style {
-        Style::AsIs => vec![bg; w * h],
-        _ => paper_level(gray, w, h, inverted),
+        Style::Mnist if w.max(h) > 2 * SIDE => paper_level(gray, w, h, inverted),
+        _ => vec![bg; w * h],
     };
     let ink: Vec<f32> = gray.iter().zip(&paper).map(|(&v, &b)| if inverted { b - v } else { v - b }.max(0.0)).collect();
     let peak = ink.iter().copied().fold(0.0, f32::max);

@@ -243,3 +243,19 @@ fn the_field_noise_is_uniform_and_independent() {
         assert!(corr.abs() < 0.03, "correlation with {what}: {corr}");
     }
 }
+
+/// `DrawKey::noise` pinned to values computed from the hash's definition in Python
+/// (lowbias32 over n ^ 0x9e3779b9, then the index, epoch, seed's high and low words;
+/// (h >> 8)·2⁻²³ − 1, exact in f32): the GPU's elastic field (shaders/elastic.wgsl) is
+/// this hash, so a change here must change there (tests/gpu.rs compares the two where
+/// a GPU is; this catches a change on any machine).
+const PINNED: [f32; 4] = [-0.88542306, 0.08527708, -0.64501214, 0.58610606];
+
+#[test]
+fn the_field_noise_is_the_hash_the_gpu_computes() {
+    let got: Vec<f32> = [(0, 0, 0, 0), (7, 1, 5, 0), (7, 1, 5, 99), (u64::MAX, 3, 59_999, 199)]
+        .iter()
+        .map(|&(seed, epoch, index, n)| DrawKey::new(seed, epoch, index).noise(n))
+        .collect();
+    assert_eq!(got, PINNED, "{got:?}");
+}

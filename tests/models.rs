@@ -210,6 +210,28 @@ fn train_init_fine_tunes_a_shipped_model() {
     let out = lenet_in(dir.path(), dir.path(), &[&args[..], &["--arch", "d2l"], &more].concat());
     let (_, stderr) = text(&out);
     assert!(!out.status.success() && stderr.contains("mnist-relu") && stderr.contains("'relu'"), "{stderr}");
+    // A file without an architecture of its own (a PyTorch state_dict) starts a run in the
+    // one --arch names, and without --arch is an error that says so.
+    let sd = dir.path().join("sd.safetensors");
+    let ck = models::find("mnist-relu").unwrap().checkpoint();
+    let layout = lenet::network::param_layout(&ck.spec.resolve().unwrap());
+    let bytes: Vec<Vec<u8>> =
+        layout.iter().map(|p| ck.params[p.range()].iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let views = layout.iter().zip(&bytes).map(|(p, b)| {
+        (p.name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, p.shape.clone(), b).unwrap())
+    });
+    std::fs::write(&sd, safetensors::serialize(views, &None).unwrap()).unwrap();
+    let run2 = dir.path().join("run2");
+    let from_sd = ["--data-dir", data.to_str().unwrap(), "train", "--init", sd.to_str().unwrap(), "--dataset", "mnist"];
+    let tail = ["--epochs", "1", "--threads", "2", "--device", "cpu", "--run-dir", run2.to_str().unwrap()];
+    let out = lenet_in(dir.path(), dir.path(), &[&from_sd[..], &["--arch", "relu"], &tail].concat());
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(text(&out).0.contains("starting from the weights of"), "{}", text(&out).0);
+    let run3 = dir.path().join("run3");
+    let tail = ["--epochs", "1", "--threads", "2", "--device", "cpu", "--run-dir", run3.to_str().unwrap()];
+    let out = lenet_in(dir.path(), dir.path(), &[&from_sd[..], &tail].concat());
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success() && stderr.contains("sd.safetensors") && stderr.contains("--arch"), "{stderr}");
 }
 
 /// The photographs of handwritten digits (tests/fixtures/photo-digits, rendered by

@@ -213,6 +213,23 @@ fn a_shadow_across_the_sheet_is_not_ink() {
     assert!(w <= 4, "{w}");
 }
 
+/// A garment is a solid shape, not strokes: in Fashion-MNIST's style its inside stays
+/// ink (the paper's level under a stroke is estimated for digits only).
+#[test]
+fn a_solid_shape_keeps_its_inside() {
+    let mut img = RgbImage::from_pixel(200, 150, Rgb([220, 220, 220]));
+    for y in 45..105 {
+        for x in 40..160 {
+            img.put_pixel(x, y, Rgb([40, 40, 40]));
+        }
+    }
+    let prep = prepare(&image::DynamicImage::ImageRgb8(img), Style::Fashion, None).unwrap();
+    // The 120×60 block fills the 28 columns and 14 rows in the middle, all of it ink.
+    let inside: Vec<u8> =
+        (8..20).flat_map(|y| (1..27).map(move |x| (y, x))).map(|(y, x)| prep.pixels[y * 28 + x]).collect();
+    assert!(inside.iter().all(|&v| v > 200), "{inside:?}");
+}
+
 fn mnist() -> Option<lenet::data::Dataset> {
     match data::load(DatasetKind::Mnist, None) {
         Ok(d) => Some(d),

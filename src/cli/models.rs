@@ -1,4 +1,4 @@
-//! `lenet models`: the trained models inside the binary (src/models.rs), and the
+//! `lenet models`: the trained models inside the binary (src/models/), and the
 //! argument that takes a checkpoint file or a shipped model's name.
 
 use std::path::{Path, PathBuf};

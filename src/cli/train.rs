@@ -370,21 +370,20 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
             Some(init) if init.parse::<Init>().is_err() => {
                 let source = ModelSource::parse(init)
                     .with_context(|| format!("--init {init}: not an init scheme (xavier, pytorch, lecun)"))?;
-                let ck = source.load(None)?;
+                // In --arch's architecture when it says one (a PyTorch state_dict has
+                // none of its own; a lenet file's must agree), else in the file's.
+                let want = if args.arch.is_set() { Some(args.arch.spec("d2l")?) } else { None };
+                let ck = source.load(want.as_ref())?;
                 Some((source, ck))
             }
             _ => None,
         };
         let config = args.config(CpuEngine::resolve_threads(args.threads), init_model.as_ref().map(|(_, ck)| ck))?;
         config.validate()?;
-        let initial = match init_model {
-            None => None,
-            Some((source, _)) => {
-                let ck = source.load(Some(&config.arch))?;
-                println!("starting from the weights of {source}");
-                Some(ck.params)
-            }
-        };
+        let initial = init_model.map(|(source, ck)| {
+            println!("starting from the weights of {source}");
+            ck.params
+        });
         let threads = config.threads;
         (Start::Fresh { config: Box::new(config), initial }, threads)
     };

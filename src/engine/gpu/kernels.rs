@@ -110,9 +110,10 @@ struct ElasticDraws {
 }
 
 /// The elastic fields of a batch of up to `capacity` images, their intermediate
-/// products and reaches.
+/// products (for `kr` row components) and reaches.
 struct BatchFields {
     capacity: usize,
+    kr: usize,
     partial: wgpu::Buffer,
     field: wgpu::Buffer,
     reach: wgpu::Buffer,
@@ -401,8 +402,9 @@ impl Kernels {
         n: usize,
     ) -> (wgpu::Buffer, wgpu::Buffer) {
         let mut fields = d.fields.lock().expect("the batch fields' lock");
-        if fields.as_ref().is_none_or(|f| f.capacity < n) {
-            let kr = draws.params[0] as usize;
+        let kr = draws.params[0] as usize;
+        // Another σ (set_distortions again) may keep more row components: sized anew.
+        if fields.as_ref().is_none_or(|f| f.capacity < n || f.kr != kr) {
             let buffer = |label: &str, len: usize| {
                 self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
@@ -413,6 +415,7 @@ impl Kernels {
             };
             *fields = Some(BatchFields {
                 capacity: n,
+                kr,
                 partial: buffer("field partial products", n * 2 * kr * d.cols),
                 field: buffer("fields", n * 2 * d.rows * d.cols),
                 reach: buffer("field reaches", n),
