@@ -187,38 +187,30 @@ type Pick = fn(f32, f32) -> f32;
 
 /// Each pixel replaced by `pick` over the (2r+1)² square around it (clipped to the image).
 fn extreme_filter(v: &[f32], w: usize, h: usize, r: usize, pick: Pick) -> Vec<f32> {
-    let rows: Vec<f32> = (0..w * h)
-        .map(|i| {
-            let (x, y) = (i % w, i / w);
-            (x.saturating_sub(r)..(x + r + 1).min(w)).map(|xx| v[y * w + xx]).reduce(pick).expect("a pixel")
-        })
-        .collect();
-    (0..w * h)
-        .map(|i| {
-            let (x, y) = (i % w, i / w);
-            (y.saturating_sub(r)..(y + r + 1).min(h)).map(|yy| rows[yy * w + x]).reduce(pick).expect("a pixel")
-        })
-        .collect()
+    window_filter(v, w, h, r, |window| window.reduce(pick).expect("a pixel"))
 }
 
 /// The mean over the (2r+1)² square around each pixel (clipped to the image).
 fn box_blur(v: &[f32], w: usize, h: usize, r: usize) -> Vec<f32> {
-    let mean = |it: &mut dyn Iterator<Item = f32>| {
-        let (s, n) = it.fold((0.0, 0.0), |(s, n), x| (s + x, n + 1.0));
+    window_filter(v, w, h, r, |window| {
+        let (s, n) = window.fold((0.0, 0.0), |(s, n), x| (s + x, n + 1.0));
         s / n
-    };
-    let rows: Vec<f32> = (0..w * h)
-        .map(|i| {
-            let (x, y) = (i % w, i / w);
-            mean(&mut (x.saturating_sub(r)..(x + r + 1).min(w)).map(|xx| v[y * w + xx]))
-        })
-        .collect();
-    (0..w * h)
-        .map(|i| {
-            let (x, y) = (i % w, i / w);
-            mean(&mut (y.saturating_sub(r)..(y + r + 1).min(h)).map(|yy| rows[yy * w + x]))
-        })
-        .collect()
+    })
+}
+
+/// A square window filter done as two passes, along the rows then the columns: each
+/// pixel becomes `reduce` of the 2r + 1 values around it (clipped to the image). Right
+/// for any `reduce` that is separable (max, min, mean of a clipped box).
+fn window_filter(
+    v: &[f32],
+    w: usize,
+    h: usize,
+    r: usize,
+    reduce: impl Fn(&mut dyn Iterator<Item = f32>) -> f32,
+) -> Vec<f32> {
+    let span = |c: usize, n: usize| c.saturating_sub(r)..(c + r + 1).min(n);
+    let rows: Vec<f32> = (0..w * h).map(|i| reduce(&mut span(i % w, w).map(|x| v[i / w * w + x]))).collect();
+    (0..w * h).map(|i| reduce(&mut span(i / w, h).map(|y| rows[y * w + i % w]))).collect()
 }
 
 /// The bounding box (x, y, w, h) of the pixels above zero.

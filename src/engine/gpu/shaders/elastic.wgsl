@@ -42,8 +42,6 @@ fn noise(e: u32, n: u32) -> f32 {
     return f32(h >> 8u) * (1.0 / 8388608.0) - 1.0;
 }
 
-var<workgroup> group_top: array<f32, 64>;
-
 @compute @workgroup_size(64)
 fn draw(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -81,12 +79,6 @@ fn draw(
         field[(b * 2u + axis) * plane + u % plane] = acc;
         top = max(top, abs(acc));
     }
-    // The largest of the 64, in a fixed tree (max is exact in any order anyway).
-    group_top[l] = top;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (l < s) { group_top[l] = max(group_top[l], group_top[l + s]); }
-        workgroupBarrier();
-    }
-    if (l == 0u) { reach[b] = ceil(group_top[0]); }
+    let largest = group_max(l, top);
+    if (l == 0u) { reach[b] = ceil(largest); }
 }

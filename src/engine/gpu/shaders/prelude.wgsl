@@ -30,6 +30,19 @@ fn group_sum(l: u32, s: f32) -> f32 {
     workgroupBarrier();
     return total;
 }
+// The largest of the 64 invocations' values, in the same fixed tree (max is exact in
+// any order; the tree keeps it to barriers every invocation reaches).
+fn group_max(l: u32, v: f32) -> f32 {
+    group_partial[l] = v;
+    workgroupBarrier();
+    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+        if (l < stride) { group_partial[l] = max(group_partial[l], group_partial[l + stride]); }
+        workgroupBarrier();
+    }
+    let top = group_partial[0];
+    workgroupBarrier();
+    return top;
+}
 // The value a workgroup writes, in a dispatch of one workgroup per value.
 fn group_index(wg: vec3<u32>, groups: vec3<u32>) -> u32 {
     return wg.y * groups.x + wg.x;
