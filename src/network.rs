@@ -342,6 +342,22 @@ impl<E: Engine> Network<E> {
         })
     }
 
+    /// Every layer's output (each (B, ...), in layer order) for the examples at `indices`
+    /// of a resident split: what the network computed on its way to the logits, as
+    /// `lenet serve` shows it. One job on the engine's workers.
+    pub fn trace(&mut self, examples: &E::Examples, indices: &[u32]) -> Vec<Vec<f32>>
+    where
+        Self: Send,
+    {
+        self.on_workers(|net| {
+            let n = indices.len();
+            net.load_batch(examples, indices);
+            // The training forward pass: it keeps every layer's output (inference may not).
+            net.forward(n);
+            (0..net.chain.ops.len()).map(|i| net.activation(i, n)).collect()
+        })
+    }
+
     /// Run every layer on the loaded batch of `batch` examples.
     pub fn forward(&mut self, batch: usize) {
         self.program.forward(&self.engine, &self.params, batch);

@@ -89,6 +89,23 @@ impl Style {
 pub struct ImageError {
     pub path: PathBuf,
     pub problem: String,
+    pub kind: ImageProblem,
+}
+
+/// What is wrong with a picture, for callers that answer differently (`lenet serve`'s
+/// HTTP statuses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageProblem {
+    /// The file cannot be read.
+    Unreadable,
+    /// No bytes at all.
+    Empty,
+    /// Not a PNG, JPEG or BMP.
+    NotAnImage,
+    /// A PNG, JPEG or BMP that does not decode (truncated, corrupt).
+    Corrupt,
+    /// More pixels than the caller takes.
+    TooLarge,
 }
 
 /// A picture turned into a dataset image.
@@ -110,20 +127,40 @@ pub struct Prepared {
 
 /// Read and decode a PNG, JPEG or BMP file (by its content, whatever its name).
 pub fn load_image(path: &Path) -> Result<DynamicImage, ImageError> {
-    let err = |problem: String| ImageError { path: path.to_path_buf(), problem };
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| ImageError {
+        path: path.to_path_buf(),
+        problem: format!("cannot read: {e}"),
+        kind: ImageProblem::Unreadable,
+    })?;
+    decode_image(&bytes, path, None)
+}
+
+/// Decode a PNG, JPEG or BMP image from its bytes (by their content; `path` names it in
+/// errors). With `max_pixels`, a larger image is refused from its header, before any of
+/// it is decoded (`lenet serve` takes images from anyone).
+pub fn decode_image(bytes: &[u8], path: &Path, max_pixels: Option<u64>) -> Result<DynamicImage, ImageError> {
+    let err = |kind: ImageProblem, problem: String| ImageError { path: path.to_path_buf(), problem, kind };
     if bytes.is_empty() {
-        return Err(err("empty file: not an image".into()));
+        return Err(err(ImageProblem::Empty, "empty file: not an image".into()));
     }
-    let format =
-        image::guess_format(&bytes).map_err(|_| err("not an image: lenet reads PNG, JPEG and BMP files".into()))?;
+    let not_an_image = "not an image: lenet reads PNG, JPEG and BMP files";
+    let format = image::guess_format(bytes).map_err(|_| err(ImageProblem::NotAnImage, not_an_image.into()))?;
     if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::Bmp) {
-        return Err(err(format!("a {format:?} image: lenet reads PNG, JPEG and BMP files")));
+        return Err(err(ImageProblem::NotAnImage, format!("a {format:?} image: lenet reads PNG, JPEG and BMP files")));
     }
-    let img = image::load_from_memory_with_format(&bytes, format)
-        .map_err(|e| err(format!("cannot decode this {format:?} file: {e}")))?;
+    let corrupt = |e: image::ImageError| err(ImageProblem::Corrupt, format!("cannot decode this {format:?} file: {e}"));
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    if let Some(max) = max_pixels {
+        let (w, h) = reader().into_dimensions().map_err(corrupt)?;
+        if w as u64 * h as u64 > max {
+            let problem =
+                format!("the image is too large: {w}×{h} pixels, at most {:.1} megapixels are taken", max as f64 / 1e6);
+            return Err(err(ImageProblem::TooLarge, problem));
+        }
+    }
+    let img = reader().decode().map_err(corrupt)?;
     if img.width() == 0 || img.height() == 0 {
-        return Err(err(format!("the image is empty ({}×{} pixels)", img.width(), img.height())));
+        return Err(err(ImageProblem::Empty, format!("the image is empty ({}×{} pixels)", img.width(), img.height())));
     }
     Ok(img)
 }
@@ -347,6 +384,43 @@ pub fn prepare_gray(
         ink_box: (bx as u32, by as u32, bw as u32, bh as u32),
         warnings,
     })
+}
+
+/// The `k` most probable classes as `predict --json` lists them: class, name, probability.
+pub fn top_json(probabilities: &[f64], k: usize, names: &[&str]) -> serde_json::Value {
+    top_k(probabilities, k)
+        .into_iter()
+        .map(|(c, p)| serde_json::json!({"class": c, "name": names.get(c).copied().unwrap_or("?"), "probability": p}))
+        .collect()
+}
+
+/// One classified picture as `lenet predict --json` prints it (and `lenet serve`
+/// answers): the `top` classes, how the picture was prepared and, for RBF outputs
+/// (`outputs` = −y_i), the distances y_i.
+pub fn picture_json(
+    file: &str,
+    prepared: &Prepared,
+    probabilities: &[f64],
+    outputs: &[f32],
+    rbf: bool,
+    top: usize,
+    names: &[&str],
+) -> serde_json::Value {
+    let p = prepared;
+    let mut item = serde_json::json!({
+        "file": file,
+        "predictions": top_json(probabilities, top, names),
+        "preprocess": p.style.to_string(),
+        "inverted": p.inverted,
+        "size": [p.source_size.0, p.source_size.1],
+        "ink_box": [p.ink_box.0, p.ink_box.1, p.ink_box.2, p.ink_box.3],
+        "warnings": p.warnings,
+    });
+    if rbf {
+        // y_i, the squared distance to class i's bitmap; probability = softmax(−y).
+        item["distances"] = serde_json::json!(outputs.iter().map(|v| -v).collect::<Vec<f32>>());
+    }
+    item
 }
 
 /// Softmax of one row of logits, in f64.

@@ -12,7 +12,9 @@ use lenet::data::{self, DatasetKind, Images};
 use lenet::engine::Engine;
 use lenet::models::ModelSource;
 use lenet::network::Network;
-use lenet::predict::{load_image, outputs, prepare, probabilities, softmax, top_k, Prepared, Style, SIDE};
+use lenet::predict::{
+    load_image, outputs, picture_json, prepare, probabilities, softmax, top_json, top_k, Prepared, Style, SIDE,
+};
 use lenet::trainer::{TrainConfig, EVAL_BATCH};
 use lenet::viz::grid::{prediction_grid, Classified, GridOptions};
 use lenet::viz::save_rgb_png;
@@ -86,13 +88,6 @@ fn trained_on(ck: &Checkpoint) -> Option<DatasetKind> {
 
 fn class_names(kind: Option<DatasetKind>) -> [&'static str; 10] {
     kind.unwrap_or(DatasetKind::Mnist).class_names()
-}
-
-fn top_json(probs: &[f64], k: usize, names: &[&str]) -> serde_json::Value {
-    top_k(probs, k)
-        .into_iter()
-        .map(|(c, p)| json!({"class": c, "name": names.get(c).copied().unwrap_or("?"), "probability": p}))
-        .collect()
 }
 
 fn top_text(probs: &[f64], k: usize, names: &[&str]) -> String {
@@ -187,22 +182,7 @@ where
             .iter()
             .enumerate()
             .map(|(i, path)| match by_input[i] {
-                Some((p, pr, o)) => {
-                    let mut item = json!({
-                        "file": path.display().to_string(),
-                        "predictions": top_json(pr, args.top, &names),
-                        "preprocess": p.style.to_string(),
-                        "inverted": p.inverted,
-                        "size": [p.source_size.0, p.source_size.1],
-                        "ink_box": [p.ink_box.0, p.ink_box.1, p.ink_box.2, p.ink_box.3],
-                        "warnings": p.warnings,
-                    });
-                    if rbf {
-                        // y_i, the squared distance to class i's bitmap; probability = softmax(−y).
-                        item["distances"] = json!(o.iter().map(|v| -v).collect::<Vec<f32>>());
-                    }
-                    item
-                }
+                Some((p, pr, o)) => picture_json(&path.display().to_string(), p, pr, o, rbf, args.top, &names),
                 None => json!({
                     "file": path.display().to_string(),
                     "error": failures.iter().find(|f| f.0 == i).map(|f| f.1.clone()).unwrap_or_default(),
