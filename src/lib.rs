@@ -20,6 +20,7 @@ pub mod reference;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod serve;
 pub mod spec;
 pub mod trainer;
 pub mod viz;

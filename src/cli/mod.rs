@@ -12,6 +12,7 @@ mod export;
 mod models;
 mod predict;
 mod report;
+mod serve;
 mod train;
 
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// Measure train and eval throughput (examples/sec), with warm-up and repeats.
     Bench(Box<bench::BenchArgs>),
+    /// A local web page: draw a digit or upload a photo and watch every layer read it.
+    Serve(Box<serve::ServeArgs>),
     /// The trained models inside lenet: list them, show a card, export one.
     Models {
         #[command(subcommand)]
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args, cli.data_dir.as_deref()),
         Command::Compare(args) => compare::run(args),
         Command::Bench(args) => bench::run(*args, cli.data_dir.as_deref()),
+        Command::Serve(args) => serve::run(*args, cli.data_dir.as_deref()),
         Command::Models { cmd } => models::run(cmd, cli.data_dir.as_deref()),
         Command::Data(cmd) => data::run(cmd, cli.data_dir.as_deref()),
         #[cfg(feature = "gpu")]

@@ -1,0 +1,74 @@
+//! The test images a model gets wrong, as ConvNetJS's demos showed them: each with
+//! its true class, the prediction and its probability. Found once per model, on the
+//! first request, over the whole test split of the dataset it was trained on.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::predict::{probabilities, top_k};
+use crate::trainer::EVAL_BATCH;
+
+use super::lens::Lens;
+
+/// A model's errors on its test split.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gallery {
+    pub dataset: String,
+    /// Test images classified.
+    pub total: usize,
+    /// How many of them are wrong.
+    pub errors: usize,
+    /// Accuracy measured here (it equals `lenet eval`'s).
+    pub accuracy: f64,
+    /// The wrong ones, in the split's order.
+    pub items: Vec<GalleryItem>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GalleryItem {
+    /// Index in the test split (`lenet data preview --split test --index I` shows it).
+    pub index: usize,
+    pub label: u8,
+    pub predicted: u8,
+    /// The predicted class's probability.
+    pub probability: f64,
+    /// The 28×28 image, row-major bytes, base64.
+    pub pixels: String,
+}
+
+/// Classify the whole test split of `lens`'s dataset (on every core) and keep the errors.
+pub fn find_errors(lens: &Lens, data_dir: Option<&Path>) -> Result<Gallery> {
+    let kind = lens.dataset.with_context(|| {
+        format!("{} does not say which dataset it was trained on, so there is no test set to search", lens.info.id)
+    })?;
+    let ds = crate::data::load(kind, data_dir)?;
+    let mut net = lens.network(0)?;
+    let probs = probabilities(&mut net, &ds.test.images, EVAL_BATCH);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let items: Vec<GalleryItem> = probs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, p)| {
+            let (predicted, probability) = top_k(p, 1)[0];
+            let label = ds.test.labels[index];
+            (predicted != label as usize).then(|| GalleryItem {
+                index,
+                label,
+                predicted: predicted as u8,
+                probability,
+                pixels: b64.encode(ds.test.images.image(index)),
+            })
+        })
+        .collect();
+    let total = ds.test.len();
+    Ok(Gallery {
+        dataset: kind.name().to_string(),
+        total,
+        errors: items.len(),
+        accuracy: (total - items.len()) as f64 / total as f64,
+        items,
+    })
+}
