@@ -194,6 +194,9 @@ fn bad_requests_get_clear_errors_and_the_server_stays_up() {
         let (got, answer) = post(&url, "image/jpeg", &good);
         assert_eq!((got, &answer["predictions"][0]["class"]), (200, &Value::from(7)), "after {what}: {answer}");
     }
+    let (got, answer) = post(&format!("{url}?top=three"), "image/jpeg", &good);
+    assert_eq!(got, 400);
+    assert!(answer["error"].as_str().unwrap().contains("a bad query string"), "{answer}");
     let (got, answer) = post(&format!("{url}?model=no-such-model"), "image/jpeg", &good);
     assert_eq!(got, 404);
     assert!(answer["error"].as_str().unwrap().contains("mnist-relu, mnist-d2l"), "{answer}");

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +58,10 @@ impl From<ImageError> for ApiError {
     }
 }
 
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, format!("a bad query string: {}", e.body_text()))
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
@@ -88,9 +93,10 @@ pub struct PredictQuery {
 
 pub async fn predict(
     State(app): State<Arc<App>>,
-    Query(q): Query<PredictQuery>,
+    q: Result<Query<PredictQuery>, QueryRejection>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
     let lens = app.lens(q.model.as_deref())?;
     let (name, bytes) = read_picture(request, app.limits.max_body).await?;
     // At most `workers` pictures are decoded and classified at once; the rest wait here.
@@ -233,7 +239,11 @@ pub struct ErrorsQuery {
     limit: Option<usize>,
 }
 
-pub async fn errors(State(app): State<Arc<App>>, Query(q): Query<ErrorsQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn errors(
+    State(app): State<Arc<App>>,
+    q: Result<Query<ErrorsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
     let lens = app.lens(q.model.as_deref())?;
     let data_dir = app.data_dir.clone();
     let found = {
