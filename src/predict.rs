@@ -165,6 +165,16 @@ pub fn decode_image(bytes: &[u8], path: &Path, max_pixels: Option<u64>) -> Resul
     Ok(img)
 }
 
+/// A PNG, JPEG or BMP picture's width and height, from its header (None: not one of
+/// those, or no readable header).
+pub fn picture_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let format = image::guess_format(bytes).ok()?;
+    if !matches!(format, image::ImageFormat::Png | image::ImageFormat::Jpeg | image::ImageFormat::Bmp) {
+        return None;
+    }
+    image::ImageReader::with_format(std::io::Cursor::new(bytes), format).into_dimensions().ok()
+}
+
 /// Luma in [0, 255] of every pixel. Transparent pixels are composited over the
 /// background that contrasts with the opaque ones (white under dark strokes,
 /// black under light ones), so a drawing on a transparent canvas keeps its ink.

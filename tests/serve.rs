@@ -150,7 +150,9 @@ fn predict_answers_what_predict_json_prints_and_every_layer() {
             assert_eq!(shape.iter().product::<usize>(), got.len(), "{model}: layer {i}'s shape");
             reference::assert_close(&format!("{model}: layer {i} ({})", layer["kind"]), &got, want, 1e-4);
             let min = got.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = got.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             assert_eq!(layer["min"].as_f64().unwrap(), min as f64, "{model}: layer {i}'s min");
+            assert_eq!(layer["max"].as_f64().unwrap(), max as f64, "{model}: layer {i}'s max");
         }
         // The last layer is the outputs: for LeNet-5's RBF layer, minus the distances.
         if let Some(d) = answer.get("distances") {
@@ -177,6 +179,7 @@ fn bad_requests_get_clear_errors_and_the_server_stays_up() {
     let huge = vec![0u8; 1_500_000];
     let blank = png(&GrayImage::from_pixel(64, 64, Luma([200])));
     let (form_kind, no_field) = multipart("picture", "x.png", &good);
+    let (big_kind, big_form) = multipart("image", "big.png", &vec![0u8; 1_200_000]);
     let cases: Vec<(&str, String, Vec<u8>, u16, &str)> = vec![
         ("a text file", "text/plain".into(), b"hello, this is no picture".to_vec(), 415, "not an image"),
         ("a GIF", "image/gif".into(), b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(), 415, "Gif image"),
@@ -185,6 +188,7 @@ fn bad_requests_get_clear_errors_and_the_server_stays_up() {
         ("a body over the limit", "image/png".into(), huge, 413, "larger than 1.0 MB"),
         ("a blank picture", "image/png".into(), blank, 422, "the image is blank"),
         ("a form without an image field", form_kind, no_field, 400, "no field named \"image\""),
+        ("a form over the limit", big_kind, big_form, 413, "larger than 1.0 MB"),
     ];
     for (what, kind, body, status, says) in cases {
         let (got, answer) = post(&url, &kind, &body);
@@ -200,6 +204,9 @@ fn bad_requests_get_clear_errors_and_the_server_stays_up() {
     let (got, answer) = post(&format!("{url}?model=no-such-model"), "image/jpeg", &good);
     assert_eq!(got, 404);
     assert!(answer["error"].as_str().unwrap().contains("mnist-relu, mnist-d2l"), "{answer}");
+    let (got, _, text) = get(&url);
+    assert_eq!(got, 405, "GET on /api/predict");
+    assert!(text.contains("wrong method: POST /api/predict takes a picture"), "{text}");
     let (got, _, text) = get(&format!("{}/nothing/here", server.url));
     assert_eq!(got, 404);
     assert!(text.contains("no such page"), "{text}");
@@ -207,7 +214,7 @@ fn bad_requests_get_clear_errors_and_the_server_stays_up() {
 }
 
 /// A picture with more pixels than the server takes is refused from its header, before
-/// it is decoded: with the default limit (40 megapixels) a 64-megapixel PNG of a few
+/// it is decoded: with the default limit (16 megapixels) a 64-megapixel PNG of a few
 /// hundred kilobytes, and with `--max-pixels 0.01` a 200×200 one.
 #[test]
 fn oversized_pictures_are_refused_before_decoding() {
@@ -216,7 +223,7 @@ fn oversized_pictures_are_refused_before_decoding() {
     assert!(bomb.len() < 1_000_000, "{} bytes", bomb.len());
     let (status, answer) = post(&format!("{}/api/predict", server.url), "image/png", &bomb);
     assert_eq!(status, 413, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("8000×8000 pixels, at most 40.0 megapixels"), "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("8000×8000 pixels, at most 16.0 megapixels"), "{answer}");
 
     let small = Server::start(&["--model", "mnist-relu", "--max-pixels", "0.01"], &[]);
     let (status, answer) = post(&format!("{}/api/predict", small.url), "image/png", &png(&drawn_ring(200)));
@@ -228,7 +235,8 @@ fn oversized_pictures_are_refused_before_decoding() {
 /// A client over its rate gets 429 with Retry-After; another client is not held back.
 #[test]
 fn a_client_over_its_rate_is_told_to_slow_down() {
-    let server = Server::start(&["--model", "mnist-relu", "--rate-limit", "2"], &[]);
+    // 0.01 a second: the burst of 10, then nothing for 100 s, however slow this machine is.
+    let server = Server::start(&["--model", "mnist-relu", "--rate-limit", "0.01"], &[]);
     let url = format!("{}/api/models", server.url);
     // A burst of 10 (twice the rate, at least 10), then refusals.
     let statuses: Vec<u16> = (0..14)
@@ -323,8 +331,35 @@ fn the_models_list_and_the_page() {
         assert_eq!((status, got_kind.as_str()), (200, kind), "{path}");
         assert!(text.contains(has), "{path}");
     }
-    // Served from the binary: nothing was written next to the model or in the folder.
+    // Served from the binary: nothing was written next to the model.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// Uploads are never written anywhere: a server run in an empty folder, with its
+/// temporary folder and home there too, leaves them empty after pictures of every kind.
+#[test]
+fn uploads_are_never_written_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, tmp, home) = (dir.path().join("run"), dir.path().join("tmp"), dir.path().join("home"));
+    for d in [&run, &tmp, &home] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let server = Server::start_in(
+        &run,
+        &["--model", "mnist-relu", "--rate-limit", "0"],
+        &[("TMPDIR", tmp.to_str().unwrap()), ("HOME", home.to_str().unwrap())],
+    );
+    let url = format!("{}/api/predict", server.url);
+    let photo_bytes = std::fs::read(photo("5-0.jpg")).unwrap();
+    assert_eq!(post(&url, "image/jpeg", &photo_bytes).0, 200);
+    let (kind, form) = multipart("image", "five.jpg", &photo_bytes);
+    assert_eq!(post(&url, &kind, &form).0, 200);
+    assert_eq!(post(&url, "image/png", &png(&drawn_ring(300))).0, 200);
+    assert_eq!(post(&url, "text/plain", b"no picture").0, 415);
+    for d in [&run, &tmp, &home] {
+        let left: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(left.is_empty(), "{}: {left:?}", d.display());
+    }
 }
 
 /// The gallery holds exactly the model's errors on its real test set: as many as its

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use lenet::models::{ModelSource, SHIPPED};
-use lenet::serve::lens::Lens;
 use lenet::serve::limit::RateLimit;
+use lenet::serve::model::ServedModel;
 use lenet::serve::{serve, App, Limits};
 
 use super::arch::ArchArgs;
@@ -38,8 +38,8 @@ pub struct ServeArgs {
     /// The largest request body taken, in megabytes.
     #[arg(long, default_value_t = 16.0, value_name = "MB")]
     pub max_body: f64,
-    /// The largest picture taken, in megapixels.
-    #[arg(long, default_value_t = 40.0, value_name = "MEGAPIXELS")]
+    /// The largest picture taken, in megapixels (a phone's photo is 12).
+    #[arg(long, default_value_t = 16.0, value_name = "MEGAPIXELS")]
     pub max_pixels: f64,
     /// Pictures classified at once (0: one per core).
     #[arg(long, default_value_t = 0)]
@@ -63,20 +63,27 @@ pub fn run(args: ServeArgs, data_dir: Option<&Path>) -> Result<()> {
     }
     let given: Vec<String> = sources.iter().map(id_of).collect();
     sources.extend(SHIPPED.iter().map(ModelSource::Shipped).filter(|s| !given.contains(&id_of(s))));
-    let mut lenses = Vec::with_capacity(sources.len());
+    let mut models = Vec::with_capacity(sources.len());
     for s in &sources {
         // The architecture flags are for the files given, not for the shipped models.
         let spec = if matches!(s, ModelSource::File(_)) { want.as_ref() } else { None };
-        lenses.push(Lens::new(s, s.load(spec)?)?);
+        models.push(ServedModel::new(s, s.load(spec)?)?);
     }
     let workers =
         if args.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { args.workers };
+    for (flag, v) in [("--max-body", args.max_body), ("--max-pixels", args.max_pixels)] {
+        if !(v.is_finite() && v > 0.0) {
+            anyhow::bail!("{flag} {v}: give a positive number");
+        }
+    }
+    if !(args.rate_limit.is_finite() && args.rate_limit >= 0.0) {
+        anyhow::bail!("--rate-limit {}: give requests per second, or 0 for no limit", args.rate_limit);
+    }
     let limits = Limits { max_body: (args.max_body * 1e6) as usize, max_pixels: (args.max_pixels * 1e6) as u64 };
     let rate = (args.rate_limit > 0.0).then(|| RateLimit::new(args.rate_limit, (2.0 * args.rate_limit).max(10.0)));
-    let mut app = App::new(lenses, limits, workers, rate);
-    app.data_dir = data_dir.map(Path::to_path_buf);
-    let first = app.lenses[0].info.id.clone();
-    let count = app.lenses.len();
+    let app = App::new(models, limits, workers, rate, data_dir.map(Path::to_path_buf));
+    let first = app.models[0].info.id.clone();
+    let count = app.models.len();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

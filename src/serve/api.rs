@@ -22,10 +22,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::predict::{decode_image, picture_json, prepare, ImageError, ImageProblem, Style};
+use crate::predict::{decode_image, picture_dimensions, picture_json, prepare, ImageError, ImageProblem, Style};
 
 use super::gallery::{find_errors, Gallery};
-use super::lens::{Lens, Thought};
+use super::model::{Activations, ServedModel};
 use super::App;
 
 /// An answer with an error status and a message for the page.
@@ -68,11 +68,11 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 impl App {
     /// The model a request names (`?model=ID`), or the default one.
-    fn lens(&self, id: Option<&str>) -> Result<Arc<Lens>, ApiError> {
+    fn model(&self, id: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
         match id {
-            None | Some("") => Ok(self.lenses[0].clone()),
-            Some(id) => self.lenses.iter().find(|l| l.info.id == id).cloned().ok_or_else(|| {
-                let known: Vec<&str> = self.lenses.iter().map(|l| l.info.id.as_str()).collect();
+            None | Some("") => Ok(self.models[0].clone()),
+            Some(id) => self.models.iter().find(|l| l.info.id == id).cloned().ok_or_else(|| {
+                let known: Vec<&str> = self.models.iter().map(|l| l.info.id.as_str()).collect();
                 ApiError::new(StatusCode::NOT_FOUND, format!("no model {id:?} here; there are {}", known.join(", ")))
             }),
         }
@@ -80,8 +80,8 @@ impl App {
 }
 
 pub async fn models(State(app): State<Arc<App>>) -> Json<Value> {
-    let infos: Vec<_> = app.lenses.iter().map(|l| &l.info).collect();
-    Json(json!({ "default": app.lenses[0].info.id, "models": infos }))
+    let infos: Vec<_> = app.models.iter().map(|l| &l.info).collect();
+    Json(json!({ "default": app.models[0].info.id, "models": infos }))
 }
 
 #[derive(Deserialize)]
@@ -97,45 +97,54 @@ pub async fn predict(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
-    let lens = app.lens(q.model.as_deref())?;
+    let model = app.model(q.model.as_deref())?;
     let (name, bytes) = read_picture(request, app.limits.max_body).await?;
-    // At most `workers` pictures are decoded and classified at once; the rest wait here.
-    let _permit = app.work.acquire().await.map_err(internal)?;
+    // At most `workers` pictures are decoded and classified at once, and at most
+    // `pixel_budget` megapixels of them (decoding takes ~36 bytes a pixel); the rest wait here.
+    let _work = app.work.acquire().await.map_err(internal)?;
+    let megapixels = picture_dimensions(&bytes).map_or(1, |(w, h)| (w as u64 * h as u64).div_ceil(1_000_000));
+    let share = megapixels.clamp(1, app.pixel_budget_mp as u64) as u32;
+    let _pixels = app.pixel_budget.acquire_many(share).await.map_err(internal)?;
     let max_pixels = app.limits.max_pixels;
     let (top, with_layers) = (q.top.unwrap_or(3).clamp(1, 10), q.layers.unwrap_or(true));
-    tokio::task::spawn_blocking(move || classify(&lens, &name, &bytes, max_pixels, top, with_layers))
+    tokio::task::spawn_blocking(move || classify(&model, &name, &bytes, max_pixels, top, with_layers))
         .await
         .map_err(internal)?
         .map(Json)
 }
 
 /// The picture in a request: the body, or a multipart form's `image` field (its file
-/// name, or "body", names it in messages).
+/// name, or "body", names it in messages). The whole body is read first, under one size
+/// and time limit for both.
 async fn read_picture(request: Request, max_body: usize) -> Result<(String, axum::body::Bytes), ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the request is larger than {:.1} MB, the most this server takes", max_body as f64 / 1e6),
-        )
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(BODY_TIME, read_body(body, max_body)).await {
+        Err(_) => return Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "the request body took too long to arrive")),
+        Ok(Err(BodyError::Unreadable)) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "the request body could not be read"))
+        }
+        Ok(Err(BodyError::TooLarge)) => {
+            let mb = max_body as f64 / 1e6;
+            let problem = format!("the request is larger than {mb:.1} MB, the most this server takes");
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, problem));
+        }
+        Ok(Ok(bytes)) => bytes,
     };
-    let multipart = request
-        .headers()
+    let multipart = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     if !multipart {
-        return match tokio::time::timeout(BODY_TIME, read_body(request.into_body(), max_body)).await {
-            Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "the request body took too long to arrive")),
-            Ok(Err(BodyError::Unreadable)) => {
-                Err(ApiError::new(StatusCode::BAD_REQUEST, "the request body could not be read"))
-            }
-            Ok(Err(BodyError::TooLarge)) => Err(too_large()),
-            Ok(Ok(bytes)) => Ok(("body".to_string(), bytes.into())),
-        };
+        return Ok(("body".to_string(), bytes.into()));
     }
-    let form_error = |e: axum::extract::multipart::MultipartError| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
-        status => ApiError::new(status, format!("a bad multipart form: {}", e.body_text())),
+    image_field(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// A multipart form's `image` field (the form is already in memory).
+async fn image_field(request: Request) -> Result<(String, axum::body::Bytes), ApiError> {
+    let form_error = |e: axum::extract::multipart::MultipartError| {
+        ApiError::new(e.status(), format!("a bad multipart form: {}", e.body_text()))
     };
     let mut form = Multipart::from_request(request, &()).await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     while let Some(field) = form.next_field().await.map_err(form_error)? {
@@ -182,7 +191,7 @@ async fn read_body(mut body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
 
 /// Decode, prepare as `lenet predict` does, and look through the network.
 fn classify(
-    lens: &Lens,
+    model: &ServedModel,
     name: &str,
     bytes: &[u8],
     max_pixels: u64,
@@ -190,18 +199,18 @@ fn classify(
     with_layers: bool,
 ) -> Result<Value, ApiError> {
     let img = decode_image(bytes, Path::new(name), Some(max_pixels))?;
-    let prepared = prepare(&img, Style::Auto, lens.dataset)
+    let prepared = prepare(&img, Style::Auto, model.dataset)
         .map_err(|problem| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{name}: {problem}")))?;
-    let thought = lens.think(&prepared).map_err(internal)?;
-    let names = lens.class_names();
+    let thought = model.activations(&prepared).map_err(internal)?;
+    let names = model.class_names();
     let mut answer =
-        picture_json(name, &prepared, &thought.probabilities, &thought.outputs, lens.is_rbf(), top, &names);
-    answer["model"] = json!(lens.info.id);
+        picture_json(name, &prepared, &thought.probabilities, &thought.outputs, model.is_rbf(), top, &names);
+    answer["model"] = json!(model.info.id);
     answer["probabilities"] = json!(thought.probabilities);
-    let side = lens.info.input_size;
+    let side = model.info.input_size;
     answer["input"] = json!({ "size": side, "pixels": base64_of(&thought.input) });
     if with_layers {
-        answer["layers"] = layers_json(lens, &thought);
+        answer["layers"] = layers_json(model, &thought);
     }
     Ok(answer)
 }
@@ -212,8 +221,9 @@ fn base64_of(bytes: &[u8]) -> String {
 
 /// Each layer's output as little-endian f32s in base64 (exact, and a quarter of JSON
 /// numbers' size), with its shape and range.
-fn layers_json(lens: &Lens, thought: &Thought) -> Value {
-    lens.info
+fn layers_json(model: &ServedModel, thought: &Activations) -> Value {
+    model
+        .info
         .layers
         .iter()
         .zip(&thought.layers)
@@ -244,20 +254,24 @@ pub async fn errors(
     q: Result<Query<ErrorsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q.map_err(bad_query)?;
-    let lens = app.lens(q.model.as_deref())?;
-    let data_dir = app.data_dir.clone();
-    let found = {
-        let lens = lens.clone();
-        // The first request for a model classifies its test set (on every core); later ones read the result.
-        tokio::task::spawn_blocking(move || {
-            lens.gallery.get_or_init(|| find_errors(&lens, data_dir.as_deref()).map_err(|e| format!("{e:#}"))).clone()
+    let model = app.model(q.model.as_deref())?;
+    // The first request for a model classifies its test set (on every core); requests
+    // meanwhile wait here without holding a thread; later ones read the result.
+    let gallery = model
+        .gallery
+        .get_or_try_init(|| {
+            let (model, data_dir) = (model.clone(), app.data_dir.clone());
+            async move {
+                tokio::task::spawn_blocking(move || find_errors(&model, data_dir.as_deref()))
+                    .await
+                    .map_err(internal)?
+                    .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, format!("{e:#}")))
+            }
         })
-        .await
-        .map_err(internal)?
-    };
-    let mut gallery: Gallery = found.map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
-    gallery.items.truncate(q.limit.unwrap_or(200));
-    Ok(Json(json!({ "model": lens.info.id, "gallery": gallery })))
+        .await?;
+    let limit = q.limit.unwrap_or(200);
+    let gallery = Gallery { items: gallery.items.iter().take(limit).cloned().collect(), ..gallery.summary() };
+    Ok(Json(json!({ "model": model.info.id, "gallery": gallery })))
 }
 
 /// The page's files, embedded in the binary.
@@ -270,6 +284,13 @@ pub async fn asset(path: &'static str) -> Response {
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     response
+}
+
+pub async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "wrong method: POST /api/predict takes a picture; GET /api/models and /api/errors",
+    )
 }
 
 pub async fn not_found() -> ApiError {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::predict::{probabilities, top_k};
 use crate::trainer::EVAL_BATCH;
 
-use super::lens::Lens;
+use super::model::ServedModel;
 
 /// A model's errors on its test split.
 #[derive(Clone, Debug, Serialize)]
@@ -27,6 +27,13 @@ pub struct Gallery {
     pub items: Vec<GalleryItem>,
 }
 
+impl Gallery {
+    /// The counts without the items.
+    pub fn summary(&self) -> Gallery {
+        Gallery { items: Vec::new(), dataset: self.dataset.clone(), ..*self }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct GalleryItem {
     /// Index in the test split (`lenet data preview --split test --index I` shows it).
@@ -39,13 +46,13 @@ pub struct GalleryItem {
     pub pixels: String,
 }
 
-/// Classify the whole test split of `lens`'s dataset (on every core) and keep the errors.
-pub fn find_errors(lens: &Lens, data_dir: Option<&Path>) -> Result<Gallery> {
-    let kind = lens.dataset.with_context(|| {
-        format!("{} does not say which dataset it was trained on, so there is no test set to search", lens.info.id)
+/// Classify the whole test split of `model`'s dataset (on every core) and keep the errors.
+pub fn find_errors(model: &ServedModel, data_dir: Option<&Path>) -> Result<Gallery> {
+    let kind = model.dataset.with_context(|| {
+        format!("{} does not say which dataset it was trained on, so there is no test set to search", model.info.id)
     })?;
     let ds = crate::data::load(kind, data_dir)?;
-    let mut net = lens.network(0)?;
+    let mut net = model.network(0)?;
     let probs = probabilities(&mut net, &ds.test.images, EVAL_BATCH);
     let b64 = base64::engine::general_purpose::STANDARD;
     let items: Vec<GalleryItem> = probs

@@ -8,12 +8,12 @@
 //! request body, the image's pixels and the requests per second of each client
 //! ([`limit`]), never writes an upload anywhere, and answers a bad request with a
 //! message, never by falling over. Pictures are classified on the CPU, one
-//! single-threaded network per request in flight ([`lens`]).
+//! single-threaded network per request in flight ([`model`]).
 
 pub mod api;
 pub mod gallery;
-pub mod lens;
 pub mod limit;
+pub mod model;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,8 +29,8 @@ use axum::Router;
 use tokio::sync::Semaphore;
 
 use self::api::ApiError;
-use self::lens::Lens;
 use self::limit::RateLimit;
+use self::model::ServedModel;
 
 /// What a request may bring.
 #[derive(Clone, Copy, Debug)]
@@ -41,33 +41,40 @@ pub struct Limits {
     pub max_pixels: u64,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        // A phone's photo (12 MP, a few MB) fits; a decompression bomb does not.
-        Limits { max_body: 16 << 20, max_pixels: 40_000_000 }
-    }
-}
-
 /// The server's state: the models (the default first) and the limits.
 pub struct App {
-    pub lenses: Vec<Arc<Lens>>,
+    pub models: Vec<Arc<ServedModel>>,
     pub limits: Limits,
     /// Pictures classified at once.
     pub work: Semaphore,
+    /// Megapixels decoded at once (permits), so that memory stays bounded: a picture takes
+    /// its megapixels' worth, rounded up, at most all of them.
+    pub pixel_budget: Semaphore,
+    pub pixel_budget_mp: u32,
     pub rate: Option<RateLimit>,
     /// Where the datasets are (for the errors gallery).
     pub data_dir: Option<PathBuf>,
 }
 
 impl App {
-    pub fn new(lenses: Vec<Lens>, limits: Limits, workers: usize, rate: Option<RateLimit>) -> App {
-        assert!(!lenses.is_empty(), "a server needs a model");
+    pub fn new(
+        models: Vec<ServedModel>,
+        limits: Limits,
+        workers: usize,
+        rate: Option<RateLimit>,
+        data_dir: Option<PathBuf>,
+    ) -> App {
+        assert!(!models.is_empty(), "a server needs a model");
+        // Two of the largest pictures at once (~36 bytes a pixel while decoding and preparing).
+        let pixel_budget_mp = (2 * limits.max_pixels.div_ceil(1_000_000)).clamp(1, u32::MAX as u64 / 2) as u32;
         App {
-            lenses: lenses.into_iter().map(Arc::new).collect(),
+            models: models.into_iter().map(Arc::new).collect(),
             limits,
             work: Semaphore::new(workers.max(1)),
+            pixel_budget: Semaphore::new(pixel_budget_mp as usize),
+            pixel_budget_mp,
             rate,
-            data_dir: None,
+            data_dir,
         }
     }
 }
@@ -85,8 +92,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/style.css", get(|| api::asset("style.css")))
         .merge(api)
         .fallback(api::not_found)
-        // The predict handler reads the body with this limit itself; a multipart form
-        // is read through axum's, which this sets.
+        .method_not_allowed_fallback(api::wrong_method)
+        // The predict handler reads bodies under this limit itself (draining a little past it so
+        // the client hears the 413); axum's own extractors get the same limit.
         .layer(DefaultBodyLimit::max(app.limits.max_body))
         .with_state(app)
 }

@@ -22,6 +22,7 @@ const state = {
   shown: 0, // the request whose answer is on screen
   timer: null,
   layerViews: [], // what renderLayers repaints
+  galleries: 0, // gallery requests made (only the latest is shown)
   sentAt: -Infinity,
   note: "", // said under the pad while no warning is: which test image is shown
 };
@@ -54,6 +55,7 @@ function accuracyText(m) {
 
 function selectModel(id) {
   state.model = state.models.find((m) => m.id === id);
+  state.shown = state.sent; // answers on their way are the old model's
   const m = state.model;
   $("model-info").textContent =
     `${m.source === "shipped" ? "shipped model" : "checkpoint"}; architecture ${m.architecture}, ` +
@@ -102,6 +104,7 @@ function padPoint(e) {
 
 pad.addEventListener("pointerdown", (e) => {
   e.preventDefault();
+  if (!e.isPrimary) return; // one finger draws; a second does not join its stroke
   pad.setPointerCapture(e.pointerId);
   state.drawing = [padPoint(e)];
   state.strokes.push(state.drawing);
@@ -109,7 +112,7 @@ pad.addEventListener("pointerdown", (e) => {
   changed();
 });
 pad.addEventListener("pointermove", (e) => {
-  if (!state.drawing) return;
+  if (!state.drawing || !e.isPrimary) return;
   const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
   for (const ev of events.length ? events : [e]) state.drawing.push(padPoint(ev));
   redraw();
@@ -141,6 +144,8 @@ pad.addEventListener("dragover", (e) => {
   e.preventDefault();
   pad.classList.add("dropping");
 });
+// A file dropped beside the pad would make the browser leave the page for it.
+for (const type of ["dragover", "drop"]) window.addEventListener(type, (e) => e.preventDefault());
 pad.addEventListener("dragleave", () => pad.classList.remove("dropping"));
 pad.addEventListener("drop", (e) => {
   e.preventDefault();
@@ -225,6 +230,7 @@ async function send() {
   let body;
   if (state.raw) body = state.raw;
   else if (!state.strokes.length && !state.background) {
+    state.shown = ++state.sent; // nothing in flight may paint over the empty pad
     showEmpty();
     return;
   } else if (!state.strokes.length && state.background.blob) body = state.background.blob;
@@ -236,8 +242,15 @@ async function send() {
     const url = `/api/predict?top=10&model=${encodeURIComponent(state.model.id)}`;
     const response = await fetch(url, { method: "POST", body });
     const answer = await response.json();
-    if (seq < state.shown) return; // a later picture's answer is already on screen
+    // A later picture's answer is already on screen, or this one is another model's.
+    if (seq < state.shown || answer.model && answer.model !== state.model.id) return;
     state.shown = seq;
+    if (response.status === 429) {
+      // Over the server's rate limit: send the latest picture again when it says.
+      const wait = 1000 * Number(response.headers.get("Retry-After") || 1);
+      state.dirty = true;
+      setTimeout(() => state.dirty && !state.timer && (state.timer = setTimeout(send, 0)), wait);
+    }
     if (!response.ok) throw new Error(answer.error || `the server answered ${response.status}`);
     const answered = performance.now();
     render(answer);
@@ -352,7 +365,7 @@ function render(answer) {
   renderInput(answer);
   renderLayers(answer.layers || [], answer.distances);
   document.body.dataset.predicted = answer.predictions[0].class;
-  document.body.dataset.model = m.id;
+  document.body.dataset.model = answer.model;
 }
 
 function renderProbabilities(predictions) {
@@ -429,7 +442,7 @@ function groupsOf(layers) {
 function renderLayers(layers, distances) {
   const box = $("layers");
   const groups = groupsOf(layers);
-  const key = `${state.model.id}:${box.clientWidth}`;
+  const key = `${state.model.id}:${layers.length}:${box.clientWidth}`;
   if (box.dataset.key !== key) buildLayerViews(box, groups, key);
   groups.forEach((group, gi) => {
     const view = state.layerViews[gi];
@@ -522,12 +535,19 @@ function paintRbf(view, distances) {
 // ---------------------------------------------------------------- the errors gallery
 async function loadGallery() {
   const id = state.model.id;
+  const asked = ++state.galleries;
   const gallery = $("gallery");
   gallery.innerHTML = "";
   $("errors-info").textContent = "Classifying the test set…";
-  const response = await fetch(`/api/errors?limit=200&model=${encodeURIComponent(id)}`);
-  const answer = await response.json();
-  if (state.model.id !== id) return; // another model was picked meanwhile
+  let response, answer;
+  try {
+    response = await fetch(`/api/errors?limit=200&model=${encodeURIComponent(id)}`);
+    answer = await response.json();
+  } catch (err) {
+    if (asked === state.galleries) $("errors-info").textContent = `No errors gallery: ${err.message}`;
+    return;
+  }
+  if (asked !== state.galleries) return; // another model was picked meanwhile
   if (!response.ok) {
     $("errors-info").textContent = `No errors gallery: ${answer.error}`;
     return;

@@ -6,7 +6,7 @@
 //! faster; concurrent requests each take a network of their own instead (the server
 //! bounds how many run at once).
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -25,15 +25,16 @@ use crate::trainer::{EpochMetrics, TrainConfig};
 use super::gallery::Gallery;
 
 /// A model the server shows, with its networks.
-pub struct Lens {
+pub struct ServedModel {
     pub info: ModelInfo,
     pub spec: Spec,
     params: Vec<f32>,
     /// The dataset it was trained on, when the checkpoint says.
     pub dataset: Option<DatasetKind>,
     idle: Mutex<Vec<Network<CpuEngine>>>,
-    /// The test set's errors, found on the first request for them.
-    pub(super) gallery: OnceLock<Result<Gallery, String>>,
+    /// The test set's errors, found on the first request for them (a failure is not kept:
+    /// the data may be installed while the server runs).
+    pub(super) gallery: tokio::sync::OnceCell<Gallery>,
 }
 
 /// What the page (and `GET /api/models`) says about a model.
@@ -78,7 +79,7 @@ pub struct BitmapInfo {
 }
 
 /// One picture through the network.
-pub struct Thought {
+pub struct Activations {
     /// The network's outputs: logits, or −y_i for RBF outputs.
     pub outputs: Vec<f32>,
     pub probabilities: Vec<f64>,
@@ -88,7 +89,7 @@ pub struct Thought {
     pub layers: Vec<Vec<f32>>,
 }
 
-pub fn shape_dims(shape: Shape) -> Vec<usize> {
+fn shape_dims(shape: Shape) -> Vec<usize> {
     match shape {
         Shape::Image(c, h, w) => vec![c, h, w],
         Shape::Flat(n) => vec![n],
@@ -108,8 +109,8 @@ fn bitmap_width(picture: &str) -> Option<usize> {
     rows.iter().all(|r| r.chars().count() == w).then_some(w)
 }
 
-impl Lens {
-    pub fn new(source: &ModelSource, ck: Checkpoint) -> Result<Lens> {
+impl ServedModel {
+    pub fn new(source: &ModelSource, ck: Checkpoint) -> Result<ServedModel> {
         let config = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok();
         let dataset = config.as_ref().map(|c| c.dataset);
         let layers = ck.spec.resolve()?;
@@ -124,7 +125,7 @@ impl Lens {
                 let values = bitmaps.centres().map_err(anyhow::Error::msg)?;
                 let width = match bitmaps {
                     crate::spec::Bitmaps::Pictures(p) => p.first().and_then(|p| bitmap_width(p)),
-                    crate::spec::Bitmaps::Named(_) => Some(7),
+                    crate::spec::Bitmaps::Named(_) => bitmap_width(crate::layers::rbf::DIGITS_7X12[0]),
                 }
                 .unwrap_or(values[0].len());
                 Some(BitmapInfo { width, height: values[0].len() / width, values })
@@ -158,21 +159,21 @@ impl Lens {
                 .collect(),
             bitmaps,
         };
-        let lens = Lens {
+        let model = ServedModel {
             info,
             spec: ck.spec,
             params: ck.params,
             dataset,
             idle: Mutex::new(Vec::new()),
-            gallery: OnceLock::new(),
+            gallery: tokio::sync::OnceCell::new(),
         };
         // Build one network now: a checkpoint that cannot run fails at start, not on a request.
-        let net = lens.network(1).with_context(|| format!("{source}: cannot build its network"))?;
+        let net = model.network(1).with_context(|| format!("{source}: cannot build its network"))?;
         if net.num_classes() != 10 {
             anyhow::bail!("{source}: the network has {} outputs; lenet serves 10 classes", net.num_classes());
         }
-        lens.idle.lock().expect("pool").push(net);
-        Ok(lens)
+        model.idle.lock().expect("pool").push(net);
+        Ok(model)
     }
 
     /// A network with this model's weights on `threads` CPU threads.
@@ -192,7 +193,7 @@ impl Lens {
     }
 
     /// Classify one prepared 28×28 picture, keeping every layer's output.
-    pub fn think(&self, prepared: &Prepared) -> Result<Thought> {
+    pub fn activations(&self, prepared: &Prepared) -> Result<Activations> {
         let mut net = match self.idle.lock().expect("pool").pop() {
             Some(net) => net,
             None => self.network(1)?,
@@ -203,6 +204,6 @@ impl Lens {
         let layers = net.trace(&examples, &[0]);
         self.idle.lock().expect("pool").push(net);
         let outputs = layers.last().expect("a network has layers").clone();
-        Ok(Thought { probabilities: softmax(&outputs), outputs, input, layers })
+        Ok(Activations { probabilities: softmax(&outputs), outputs, input, layers })
     }
 }
