@@ -262,8 +262,7 @@ fn evaluate_run(run_dir: &Path, config: Option<&TrainConfig>, opts: &ReportOptio
             .with_context(|| format!("{} has no best.safetensors or last.safetensors", run_dir.display()))?,
     };
     let ck = checkpoint::load(&ckpt, None)?;
-    let trained_on = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok().map(|c| c.dataset);
-    let dataset = trained_on
+    let dataset = crate::trainer::trained_on(&ck)
         .or(config.map(|c| c.dataset))
         .with_context(|| format!("{} does not say which dataset it was trained on", ckpt.display()))?;
     let ds = data::load(dataset, opts.data_dir)?;

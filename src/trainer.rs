@@ -60,6 +60,12 @@ pub struct TrainConfig {
     pub augment_copies: Option<usize>,
 }
 
+/// The dataset a checkpoint was trained on, when its header says (a PyTorch state_dict
+/// carries no training config).
+pub fn trained_on(ck: &Checkpoint) -> Option<DatasetKind> {
+    serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok().map(|c| c.dataset)
+}
+
 impl TrainConfig {
     /// d2l's settings: the sigmoid LeNet on Fashion-MNIST, SGD lr 0.9, batch 256, 10 epochs, Xavier.
     pub fn d2l() -> Self {

@@ -10,7 +10,7 @@ use lenet::data::{self, DatasetKind};
 use lenet::engine::Engine;
 use lenet::eval::evaluate;
 use lenet::network::Network;
-use lenet::trainer::{TrainConfig, EVAL_BATCH};
+use lenet::trainer::{trained_on, EVAL_BATCH};
 
 use super::arch::ArchArgs;
 use super::data::SplitName;
@@ -42,10 +42,9 @@ pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     let want = if args.arch.is_set() { Some(args.arch.spec("d2l")?) } else { None };
     let source = args.model.source()?;
     let ck = source.load(want.as_ref())?;
-    let trained_on = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok().map(|c| c.dataset);
     let kind = args
         .dataset
-        .or(trained_on)
+        .or(trained_on(&ck))
         .with_context(|| format!("{source} does not say which dataset it was trained on: pass --dataset"))?;
     let ds = data::load(kind, data_dir)?;
     let split = match args.split {

@@ -13,7 +13,7 @@ use lenet::data::{self, DatasetKind};
 use lenet::engine::Engine;
 use lenet::export;
 use lenet::network::Network;
-use lenet::trainer::{TrainConfig, EVAL_BATCH};
+use lenet::trainer::{trained_on, EVAL_BATCH};
 
 use super::arch::ArchArgs;
 use super::data::SplitName;
@@ -81,10 +81,9 @@ pub fn run(args: ExportArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     }
 
     if let Some(path) = &args.logits {
-        let trained_on = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok().map(|c| c.dataset);
         let kind = args
             .dataset
-            .or(trained_on)
+            .or(trained_on(&ck))
             .with_context(|| format!("{source} does not say which dataset it was trained on: pass --dataset"))?;
         let ds = data::load(kind, data_dir)?;
         let split = match args.split {

@@ -15,7 +15,7 @@ use lenet::network::Network;
 use lenet::predict::{
     load_image, outputs, picture_json, prepare, probabilities, softmax, top_json, top_k, Prepared, Style, SIDE,
 };
-use lenet::trainer::{TrainConfig, EVAL_BATCH};
+use lenet::trainer::{trained_on, EVAL_BATCH};
 use lenet::viz::grid::{prediction_grid, Classified, GridOptions};
 use lenet::viz::save_rgb_png;
 
@@ -80,10 +80,6 @@ pub struct PredictArgs {
     pub threads: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
-}
-
-fn trained_on(ck: &Checkpoint) -> Option<DatasetKind> {
-    serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok().map(|c| c.dataset)
 }
 
 fn class_names(kind: Option<DatasetKind>) -> [&'static str; 10] {

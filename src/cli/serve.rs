@@ -61,8 +61,8 @@ pub fn run(args: ServeArgs, data_dir: Option<&Path>) -> Result<()> {
     if sources.is_empty() {
         sources.push(source(None, Some("mnist-lenet5"))?);
     }
-    let given: Vec<String> = sources.iter().map(id_of).collect();
-    sources.extend(SHIPPED.iter().map(ModelSource::Shipped).filter(|s| !given.contains(&id_of(s))));
+    let given: Vec<String> = sources.iter().map(ModelSource::id).collect();
+    sources.extend(SHIPPED.iter().map(ModelSource::Shipped).filter(|s| !given.contains(&s.id())));
     let mut models = Vec::with_capacity(sources.len());
     for s in &sources {
         // The architecture flags are for the files given, not for the shipped models.
@@ -95,11 +95,4 @@ pub fn run(args: ServeArgs, data_dir: Option<&Path>) -> Result<()> {
         println!("lenet serve: http://{host}:{}/  ({first} first, {count} models; Ctrl-C stops)", bound.port());
         serve(listener, Arc::new(app)).await.context("the server stopped")
     })
-}
-
-fn id_of(s: &ModelSource) -> String {
-    match s {
-        ModelSource::Shipped(m) => m.name.to_string(),
-        ModelSource::File(p) => p.display().to_string(),
-    }
 }

@@ -94,6 +94,15 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
+    /// How the model is named where one name must tell it apart: a shipped model's name,
+    /// or the file's path as given.
+    pub fn id(&self) -> String {
+        match self {
+            ModelSource::File(path) => path.display().to_string(),
+            ModelSource::Shipped(m) => m.name.to_string(),
+        }
+    }
+
     /// A checkpoint file where `arg` names one that exists, else the shipped model of
     /// that name; neither is an error that says both.
     pub fn parse(arg: &str) -> Result<ModelSource, anyhow::Error> {

@@ -201,16 +201,15 @@ fn classify(
     let img = decode_image(bytes, Path::new(name), Some(max_pixels))?;
     let prepared = prepare(&img, Style::Auto, model.dataset)
         .map_err(|problem| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{name}: {problem}")))?;
-    let thought = model.activations(&prepared).map_err(internal)?;
+    let seen = model.activations(&prepared).map_err(internal)?;
     let names = model.class_names();
-    let mut answer =
-        picture_json(name, &prepared, &thought.probabilities, &thought.outputs, model.is_rbf(), top, &names);
+    let mut answer = picture_json(name, &prepared, &seen.probabilities, &seen.outputs, model.is_rbf(), top, &names);
     answer["model"] = json!(model.info.id);
-    answer["probabilities"] = json!(thought.probabilities);
+    answer["probabilities"] = json!(seen.probabilities);
     let side = model.info.input_size;
-    answer["input"] = json!({ "size": side, "pixels": base64_of(&thought.input) });
+    answer["input"] = json!({ "size": side, "pixels": base64_of(&seen.input) });
     if with_layers {
-        answer["layers"] = layers_json(model, &thought);
+        answer["layers"] = layers_json(model, &seen);
     }
     Ok(answer)
 }
@@ -221,12 +220,12 @@ fn base64_of(bytes: &[u8]) -> String {
 
 /// Each layer's output as little-endian f32s in base64 (exact, and a quarter of JSON
 /// numbers' size), with its shape and range.
-fn layers_json(model: &ServedModel, thought: &Activations) -> Value {
+fn layers_json(model: &ServedModel, seen: &Activations) -> Value {
     model
         .info
         .layers
         .iter()
-        .zip(&thought.layers)
+        .zip(&seen.layers)
         .map(|(info, values)| {
             let (min, max) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -20,7 +20,7 @@ use crate::models::ModelSource;
 use crate::network::Network;
 use crate::predict::{softmax, Prepared, SIDE};
 use crate::spec::{LayerSpec, Shape, Spec};
-use crate::trainer::{EpochMetrics, TrainConfig};
+use crate::trainer::{trained_on, EpochMetrics};
 
 use super::gallery::Gallery;
 
@@ -111,8 +111,7 @@ fn bitmap_width(picture: &str) -> Option<usize> {
 
 impl ServedModel {
     pub fn new(source: &ModelSource, ck: Checkpoint) -> Result<ServedModel> {
-        let config = serde_json::from_value::<TrainConfig>(ck.meta.config.clone()).ok();
-        let dataset = config.as_ref().map(|c| c.dataset);
+        let dataset = trained_on(&ck);
         let layers = ck.spec.resolve()?;
         let test_accuracy = match source {
             ModelSource::Shipped(m) => Some(m.card().test_accuracy),
@@ -133,10 +132,7 @@ impl ServedModel {
             _ => None,
         };
         let info = ModelInfo {
-            id: match source {
-                ModelSource::Shipped(m) => m.name.to_string(),
-                ModelSource::File(p) => p.display().to_string(),
-            },
+            id: source.id(),
             source: match source {
                 ModelSource::Shipped(_) => "shipped".into(),
                 ModelSource::File(_) => "file".into(),
