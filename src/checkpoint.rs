@@ -34,6 +34,10 @@ pub struct Meta {
     /// Per-epoch metrics so far.
     #[serde(default)]
     pub history: serde_json::Value,
+    /// Where an interrupted epoch (`epoch + 1`) stopped, when training was stopped
+    /// mid-epoch (the trainer's `PartialEpoch`); null at an epoch's end.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub partial: serde_json::Value,
     #[serde(default)]
     pub lenet_version: String,
 }

@@ -326,6 +326,11 @@ impl<E: Engine> Network<E> {
         self.tally = self.engine.tally();
     }
 
+    /// Go on counting from `stats` (an interrupted epoch's, when it resumes).
+    pub fn restore_train_stats(&mut self, stats: &TrainStats) {
+        self.tally = self.engine.tally_from(stats);
+    }
+
     /// The examples at `indices` of a resident split through the network, without
     /// gradients, as one job on the engine's workers: the loss statistics against
     /// their labels and the logits (B, classes).

@@ -22,15 +22,19 @@ impl RunDir {
     pub fn create(root: &Path, name: Option<&str>, config: &TrainConfig) -> Result<Self> {
         let path = match name {
             Some(n) => {
-                let p = root.join(n);
-                if p.join("checkpoints").exists() || p.join("last.safetensors").exists() {
+                let run = Self { path: root.join(n) };
+                // A run killed before its first checkpoint left nothing to lose: it
+                // starts again in place.
+                if let Some(newest) = run.checkpoints().into_iter().next() {
                     bail!(
-                        "{} already holds a run: continue it with --resume {}, or choose another --name",
-                        p.display(),
-                        p.join("last.safetensors").display()
+                        "{} already holds a run ({}): continue it with --resume {}, or choose another --name",
+                        run.path.display(),
+                        newest.display(),
+                        run.path.display()
                     );
                 }
-                p
+                run.remove_stale_temp_files();
+                run.path
             }
             None => {
                 let base = format!("{}-{}", config.arch.name, config.dataset);
@@ -40,6 +44,65 @@ impl RunDir {
         std::fs::create_dir_all(path.join("checkpoints"))
             .map_err(|e| anyhow::anyhow!("cannot create run folder {}: {e}", path.display()))?;
         Ok(Self { path })
+    }
+
+    /// The checkpoint files in the folder, last.safetensors first, then the epochs'
+    /// newest first (best.safetensors is a copy of one of them).
+    pub fn checkpoints(&self) -> Vec<PathBuf> {
+        let mut epochs: Vec<PathBuf> = std::fs::read_dir(self.path.join("checkpoints"))
+            .map(|dir| {
+                dir.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| {
+                        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        name.starts_with("epoch-") && name.ends_with(".safetensors")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        epochs.sort();
+        epochs.reverse();
+        let last = self.last();
+        last.is_file().then_some(last).into_iter().chain(epochs).collect()
+    }
+
+    /// The checkpoint to resume from: the one furthest on (finished epochs, then
+    /// batches of an interrupted one) among those that load; a kill between writing
+    /// an epoch's file and `last` leaves the epoch's the newer. An error says what
+    /// the folder holds when none loads.
+    pub fn newest_checkpoint(&self) -> Result<PathBuf> {
+        let mut best: Option<((usize, usize), PathBuf)> = None;
+        let mut problems = Vec::new();
+        for path in self.checkpoints() {
+            match checkpoint::load(&path, None) {
+                Ok(ck) => {
+                    let batches = ck.meta.partial.get("batches_done").and_then(|b| b.as_u64()).unwrap_or(0) as usize;
+                    let at = (ck.meta.epoch, batches);
+                    if best.as_ref().is_none_or(|(b, _)| at > *b) {
+                        best = Some((at, path));
+                    }
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        match best {
+            Some((_, path)) => Ok(path),
+            None if problems.is_empty() => bail!("{} holds no checkpoint to resume from", self.path.display()),
+            None => bail!("no checkpoint in {} loads: {}", self.path.display(), problems.join("; ")),
+        }
+    }
+
+    /// Remove the temp files of writes a kill interrupted (`.NAME.XXXXXX.tmp`, see
+    /// [`crate::atomic`]): never a finished file.
+    pub fn remove_stale_temp_files(&self) {
+        for dir in [self.path.clone(), self.path.join("checkpoints")] {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") && entry.path().is_file() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
     }
 
     /// The run folder a checkpoint belongs to: `<run>/checkpoints/x` or `<run>/x`.
@@ -89,6 +152,13 @@ impl RunDir {
         let plot = CurvesPlot::for_run(&curves, Some(config));
         viz::save(&plot, &self.path.join("curves.svg"))?;
         viz::save(&plot, &self.path.join("curves.png"))?;
+        Ok(())
+    }
+
+    /// Save `last` alone: where an interrupted epoch stopped.
+    pub fn save_last(&self, ck: &Checkpoint) -> Result<()> {
+        let bytes = checkpoint::to_bytes(ck).map_err(anyhow::Error::msg)?;
+        write_atomic(&self.last(), &bytes)?;
         Ok(())
     }
 

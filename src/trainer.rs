@@ -4,6 +4,8 @@
 //! results, and resuming from a checkpoint continues exactly as an uninterrupted
 //! run would.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -224,6 +226,33 @@ pub struct Diverged {
     pub suggested: f64,
 }
 
+/// Training was asked to stop (Ctrl-C, SIGTERM: see [`Trainer::stop_when`]) and did,
+/// after batch `batch` of epoch `epoch` (0 when it stopped between epochs).
+#[derive(Debug, thiserror::Error)]
+#[error("training stopped at epoch {epoch}, after batch {batch} of {batches}")]
+pub struct Interrupted {
+    pub epoch: usize,
+    pub batch: usize,
+    pub batches: usize,
+}
+
+/// Where an interrupted epoch stopped: enough to go on from the next batch exactly as
+/// if it had not stopped (the order, the learning rate and the distortions are pure
+/// functions of the seed and the epoch; SDLM's curvature is in the optimizer's state).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// The epoch in progress (1-based).
+    pub epoch: usize,
+    /// Its batches already trained.
+    pub batches_done: usize,
+    /// Their running statistics.
+    pub stats: TrainStats,
+    /// Their curve points.
+    pub points: Vec<CurvePoint>,
+    /// Seconds spent in their training steps.
+    pub train_secs: f64,
+}
+
 /// Split a dataset's training set into train and (optional) validation parts.
 pub fn split_train(train: &Split, val_split: f64, seed: u64) -> (Split, Option<Split>) {
     if val_split <= 0.0 {
@@ -246,6 +275,11 @@ pub struct Trainer<E: Engine> {
     test: E::Examples,
     /// Metrics of every completed epoch.
     pub history: Vec<EpochMetrics>,
+    /// The epoch in progress when training stopped mid-epoch: the next
+    /// [`Self::train_epoch`] goes on from there.
+    partial: Option<PartialEpoch>,
+    /// Set from outside (a signal handler) to stop after the batch in progress.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl<E: Engine> Trainer<E>
@@ -267,7 +301,7 @@ where
         };
         net.set_params(&params)?;
         let opt = Optimizer::new(config.optimizer, net.num_params())?;
-        Self::assemble(net, opt, config, train, test, Vec::new())
+        Self::assemble(net, opt, config, train, test, Vec::new(), None)
     }
 
     /// Continue a run from its checkpoint (config, parameters, optimizer state
@@ -296,11 +330,28 @@ where
         if history.len() != ck.meta.epoch {
             bail!("the checkpoint says epoch {} but holds {} epochs of history", ck.meta.epoch, history.len());
         }
+        let partial: Option<PartialEpoch> = if ck.meta.partial.is_null() {
+            None
+        } else {
+            let p: PartialEpoch = serde_json::from_value(ck.meta.partial.clone())
+                .context("the checkpoint's interrupted epoch is unreadable")?;
+            if p.epoch != ck.meta.epoch + 1 || p.batches_done == 0 || p.stats.batches != p.batches_done {
+                bail!(
+                    "the checkpoint is damaged: it stopped in epoch {} after {} batches ({} counted), \
+                     but holds {} finished epochs",
+                    p.epoch,
+                    p.batches_done,
+                    p.stats.batches,
+                    ck.meta.epoch
+                );
+            }
+            Some(p)
+        };
         let mut net = Network::new(engine, &config.arch)?;
         net.set_params(&ck.params)?;
         let mut opt = Optimizer::new(config.optimizer, net.num_params())?;
         opt.load_state(&ck.optim)?;
-        Self::assemble(net, opt, config, train, test, history)
+        Self::assemble(net, opt, config, train, test, history, partial)
     }
 
     fn assemble(
@@ -310,6 +361,7 @@ where
         train: &Split,
         test: &Split,
         history: Vec<EpochMetrics>,
+        partial: Option<PartialEpoch>,
     ) -> Result<Self> {
         net.set_class_weights(config.class_weights.as_deref())?;
         let (mut train, val) = split_train(train, config.val_split, config.seed);
@@ -323,7 +375,46 @@ where
         let upload = |s: &Split| net.engine.upload_examples(&s.images, &s.labels, &config.arch.input);
         let (train_examples, val, test) = (upload(&train), val.as_ref().map(upload), upload(test));
         let train_source = (config.augment.is_some() && config.augment_copies.is_none()).then_some(train);
-        Ok(Self { config, net, opt, train: train_examples, train_source, distorted: None, val, test, history })
+        let trainer = Self {
+            config,
+            net,
+            opt,
+            train: train_examples,
+            train_source,
+            distorted: None,
+            val,
+            test,
+            history,
+            partial: None,
+            stop: None,
+        };
+        if let Some(p) = &partial {
+            let batches = trainer.train_examples().div_ceil(trainer.config.batch);
+            if p.batches_done >= batches {
+                bail!(
+                    "the checkpoint stopped after batch {} of epoch {}, which has only {batches} batches",
+                    p.batches_done,
+                    p.epoch
+                );
+            }
+        }
+        Ok(Self { partial, ..trainer })
+    }
+
+    /// Stop at the next batch's end once `flag` is set (by a Ctrl-C handler, say):
+    /// [`Self::train_epoch`] then returns [`Interrupted`], and [`Self::checkpoint`]
+    /// holds where it stopped.
+    pub fn stop_when(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// The batches of the epoch in progress already trained (0 between epochs).
+    pub fn batches_done(&self) -> usize {
+        self.partial.as_ref().map_or(0, |p| p.batches_done)
     }
 
     /// Examples in the training set each epoch runs over (with fixed distorted
@@ -374,7 +465,8 @@ where
         }
         let lr = self.config.schedule.resolved(self.config.epochs).lr_at(self.config.lr, epoch - 1);
         let order = self.epoch_order(epoch);
-        if let Some(samples) = self.config.optimizer.curvature_samples() {
+        let resumed = self.partial.take();
+        if let (Some(samples), None) = (self.config.optimizer.curvature_samples(), &resumed) {
             // SDLM: the Hessian's diagonal re-estimated before each pass, on the pass's
             // first patterns (appendix C of the paper: 500 of them).
             let t = Instant::now();
@@ -387,11 +479,24 @@ where
         // The running statistics stay where the steps run; they are read only at the
         // epoch's curve points (the last batch is one), which is also where a loss that
         // stopped being a number is noticed.
-        self.net.reset_train_stats();
         let mut stats = TrainStats::default();
         let mut train_secs = train_secs_before;
         let mut points = Vec::with_capacity(CURVE_POINTS_PER_EPOCH + 1);
-        for (b, idx) in order.chunks(self.config.batch).enumerate() {
+        let mut first = 0;
+        match resumed {
+            Some(p) => {
+                self.net.restore_train_stats(&p.stats);
+                (stats, train_secs, points, first) = (p.stats, p.train_secs, p.points, p.batches_done);
+            }
+            None => self.net.reset_train_stats(),
+        }
+        for (b, idx) in order.chunks(self.config.batch).enumerate().skip(first) {
+            if b > first && self.stop_requested() {
+                // Between batches: b of them are trained; the next run goes on from there.
+                let stats = self.net.train_stats();
+                self.partial = Some(PartialEpoch { epoch, batches_done: b, stats, points, train_secs });
+                return Err(Interrupted { epoch, batch: b, batches }.into());
+            }
             let t = Instant::now();
             self.net.train_step(&self.train, idx, &mut self.opt, lr, self.config.clip_grad_norm);
             let curve = is_curve_batch(b + 1, batches);
@@ -439,12 +544,27 @@ where
     /// an epoch that finished, its files are written: metrics.csv, the epoch's
     /// checkpoint, last (and best when it is), the curves. A failing epoch (divergence)
     /// returns its error having written nothing, so every earlier file stays as it was.
+    ///
+    /// Stopped (see [`Self::stop_when`]) inside an epoch, it writes last.safetensors with
+    /// where it stopped and returns [`Interrupted`]; between epochs, the same after the
+    /// epoch's files.
     pub fn train_into(&mut self, run: &RunDir, obs: &mut dyn Observer) -> Result<()> {
         while !self.is_finished() {
-            self.train_epoch(obs)?;
+            match self.train_epoch(obs) {
+                Ok(_) => {}
+                Err(e) if e.is::<Interrupted>() => {
+                    run.save_last(&self.checkpoint())?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
             run.write_metrics(&self.history)?;
             run.save_epoch(&self.checkpoint(), self.last_is_best())?;
             run.write_curves(&self.history, &self.config)?;
+            if self.stop_requested() && !self.is_finished() {
+                let batches = self.train_examples().div_ceil(self.config.batch);
+                return Err(Interrupted { epoch: self.epochs_done(), batch: batches, batches }.into());
+            }
         }
         Ok(())
     }
@@ -469,6 +589,9 @@ where
                 epoch: self.epochs_done(),
                 config: serde_json::to_value(&self.config).expect("config serialises"),
                 history: serde_json::to_value(&self.history).expect("metrics serialise"),
+                partial: self.partial.as_ref().map_or(serde_json::Value::Null, |p| {
+                    serde_json::to_value(p).expect("an interrupted epoch serialises")
+                }),
                 lenet_version: env!("CARGO_PKG_VERSION").to_string(),
             },
         }

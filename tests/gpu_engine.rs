@@ -24,6 +24,8 @@ use lenet::trainer::{EpochMetrics, Silent, TrainConfig, Trainer};
 mod reference;
 use reference::{assert_close, assert_grads_close, random_case, reference};
 
+#[path = "common/stop_at.rs"]
+mod stop_at;
 #[path = "common/toy.rs"]
 mod toy;
 use toy::toy_split;
@@ -332,4 +334,35 @@ fn augmented_epochs_match_the_cpu_engine() {
         let learnt = on_cpu.history[1].test_acc;
         assert!(learnt > 0.9, "{aug}: learnt through the distortions: {learnt}");
     }
+}
+
+/// On the GPU too, a run stopped inside an epoch (its statistics on the device) and
+/// resumed from the checkpoint's bytes ends with the uninterrupted run's bits.
+#[test]
+fn stopped_mid_epoch_resumes_exactly_on_the_gpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let (train, test) = (toy_split(320, 1), toy_split(100, 2));
+    let config = TrainConfig { epochs: 2, ..subset_config() };
+    let mut full = Trainer::new(gpu().unwrap(), config.clone(), &train, &test, None).unwrap();
+    while !full.is_finished() {
+        full.train_epoch(&mut Silent).unwrap();
+    }
+    let mut first = Trainer::new(gpu().unwrap(), config, &train, &test, None).unwrap();
+    let mut obs = stop_at::StopAt::new(2, 5);
+    first.stop_when(obs.flag.clone());
+    first.train_epoch(&mut obs).unwrap();
+    assert!(first.train_epoch(&mut obs).unwrap_err().is::<lenet::trainer::Interrupted>());
+    let bytes = checkpoint::to_bytes(&first.checkpoint()).unwrap();
+    let ck = checkpoint::from_bytes(&bytes, std::path::Path::new("stopped.safetensors"), None).unwrap();
+    let mut resumed = Trainer::resume(gpu().unwrap(), &ck, &train, &test, None).unwrap();
+    assert_eq!(resumed.batches_done(), 5);
+    let second = resumed.train_epoch(&mut Silent).unwrap();
+    let bits = |p: &[f32]| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&resumed.net.params()) == bits(&full.net.params()), "the resumed run differs");
+    let uninterrupted = &full.history[1];
+    assert_eq!((second.train_acc, second.test_acc), (uninterrupted.train_acc, uninterrupted.test_acc));
+    // The Kahan sum restarts its compensation: the loss agrees to f32 rounding.
+    assert!((second.train_loss - uninterrupted.train_loss).abs() < 1e-5 * uninterrupted.train_loss.abs());
 }

@@ -9,8 +9,11 @@ use lenet::run::RunDir;
 use lenet::spec::Spec;
 use lenet::trainer::{Silent, TrainConfig, Trainer};
 
+#[path = "common/stop_at.rs"]
+mod stop_at;
 #[path = "common/toy.rs"]
 mod toy;
+use stop_at::StopAt;
 use toy::toy_split;
 
 fn config(arch: &str, epochs: usize) -> TrainConfig {
@@ -384,4 +387,55 @@ fn fixed_distorted_copies_join_the_originals() {
         let bad = TrainConfig { augment_copies: copies, augment, ..cfg.clone() };
         assert!(bad.validate().is_err(), "{copies:?} {augment:?}");
     }
+}
+
+/// Stopped inside an epoch (LeNet-5 with SDLM, whose curvature is estimated at the
+/// epoch's start, and fresh distortions each epoch), the checkpoint holds where it
+/// stopped; resumed from its bytes, the run ends with the uninterrupted run's bits and
+/// measures every epoch the same.
+#[test]
+fn stopped_mid_epoch_resumes_exactly() {
+    let cfg = TrainConfig {
+        arch: Spec::lenet5(),
+        optimizer: OptimizerKind::sdlm(),
+        schedule: "lenet5".parse().unwrap(),
+        lr: 5e-4,
+        batch: 4,
+        init: lenet::init::Init::LeCun,
+        augment: Some("paper".parse().unwrap()),
+        ..config("relu", 2)
+    };
+    let mut full = trainer(cfg.clone());
+    full.train_epoch(&mut Silent).unwrap();
+    full.train_epoch(&mut Silent).unwrap();
+
+    let mut first = trainer(cfg);
+    let mut obs = StopAt::new(2, 57);
+    first.stop_when(obs.flag.clone());
+    first.train_epoch(&mut obs).unwrap();
+    let err = first.train_epoch(&mut obs).unwrap_err();
+    assert!(err.is::<lenet::trainer::Interrupted>());
+    assert_eq!(err.to_string(), "training stopped at epoch 2, after batch 57 of 160");
+    assert_eq!((first.epochs_done(), first.batches_done()), (1, 57));
+    let bytes = checkpoint::to_bytes(&first.checkpoint()).unwrap();
+    let ck = checkpoint::from_bytes(&bytes, std::path::Path::new("x"), None).unwrap();
+    assert_eq!(ck.meta.partial["batches_done"], 57);
+    let mut resumed =
+        Trainer::resume(CpuEngine::new(2).unwrap(), &ck, &toy_split(640, 1), &toy_split(200, 2), None).unwrap();
+    assert_eq!(resumed.batches_done(), 57);
+    resumed.train_epoch(&mut Silent).unwrap();
+    assert!(resumed.is_finished());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&full.net.params()) == bits(&resumed.net.params()), "the resumed run differs");
+    assert_eq!(full.opt.state_tensors(), resumed.opt.state_tensors());
+    let key = |m: &lenet::trainer::EpochMetrics| (m.train_loss, m.train_acc, m.test_acc, m.points.clone());
+    assert_eq!(full.history.iter().map(key).collect::<Vec<_>>(), resumed.history.iter().map(key).collect::<Vec<_>>());
+
+    // A damaged record of where it stopped is refused, not trained on.
+    let mut bad = ck.clone();
+    bad.meta.partial["batches_done"] = 1000.into();
+    bad.meta.partial["stats"]["batches"] = 1000.into();
+    let e =
+        Trainer::resume(CpuEngine::new(2).unwrap(), &bad, &toy_split(640, 1), &toy_split(200, 2), None).err().unwrap();
+    assert!(e.to_string().contains("only 160 batches"), "{e}");
 }

@@ -2,6 +2,8 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,7 +20,7 @@ use lenet::models::ModelSource;
 use lenet::optim::OptimizerKind;
 use lenet::run::RunDir;
 use lenet::schedule::LrSchedule;
-use lenet::trainer::{CurvePoint, EpochMetrics, Observer, TrainConfig, Trainer};
+use lenet::trainer::{CurvePoint, EpochMetrics, Interrupted, Observer, TrainConfig, Trainer};
 use lenet::viz::curves::{Curves, EpochEval};
 use lenet::viz::live::{self, LiveTerminal};
 
@@ -94,8 +96,9 @@ pub struct TrainArgs {
     /// The run folder (default: runs/<arch>-<dataset>-N).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Continue the run of this checkpoint (its config, optimizer state and history).
-    #[arg(long, value_name = "CKPT")]
+    /// Continue the run of this checkpoint (its config, optimizer state and history), or
+    /// of this run folder from its newest checkpoint.
+    #[arg(long, value_name = "CKPT|RUN")]
     pub resume: Option<PathBuf>,
     /// Draw the learning curves live in the terminal (plain lines ~5 times per epoch when
     /// the output is not a terminal).
@@ -359,6 +362,7 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         if args.arch.is_set() {
             bail!("--resume continues the checkpoint's own architecture: drop --arch and its options");
         }
+        let ckpt = &if ckpt.is_dir() { RunDir { path: ckpt.clone() }.newest_checkpoint()? } else { ckpt.clone() };
         let ck = checkpoint::load(ckpt, None)?;
         let config: TrainConfig = serde_json::from_value(ck.meta.config.clone())
             .with_context(|| format!("{} holds no training config to resume", ckpt.display()))?;
@@ -404,13 +408,19 @@ where
                 .with_context(|| format!("cannot resume from {}", path.display()))?;
             test = ds.test;
             run_dir = args.run_dir.clone().map(|path| RunDir { path }).unwrap_or_else(|| RunDir::of_checkpoint(&path));
+            run_dir.remove_stale_temp_files();
             // The config the run now goes on with (e.g. more epochs): curves and reports read it.
             run_dir.write_config(&trainer.config)?;
+            let within = match trainer.batches_done() {
+                0 => String::new(),
+                b => format!(", after its batch {b}"),
+            };
             println!(
-                "resuming {} at epoch {} of {}",
+                "resuming {} at epoch {} of {}{within} (from {})",
                 run_dir.path.display(),
                 trainer.epochs_done() + 1,
-                trainer.config.epochs
+                trainer.config.epochs,
+                path.display()
             );
         }
         Start::Fresh { config, initial } => {
@@ -428,11 +438,19 @@ where
             test = ds.test;
         }
     }
+    // Before the first line saying it trains: from then on Ctrl-C saves.
+    trainer.stop_when(stop_on_signals()?);
     println!("training on {}", trainer.net.engine.describe());
     let so_far = Curves::from_history(&run_dir.name(), &trainer.history, trainer.config.epochs);
     let mut console = Console::new(args.live, so_far);
     let trained = trainer.train_into(&run_dir, &mut console);
     console.finish();
+    if let Err(e) = &trained {
+        if e.is::<Interrupted>() {
+            eprintln!("{} holds where it stopped", run_dir.last().display());
+            eprintln!("to go on: lenet train --resume {}", run_dir.path.display());
+        }
+    }
     trained?;
     let h = &trainer.history;
     let last = h.last().context("no epoch was trained")?;
@@ -449,6 +467,20 @@ where
         best.selection_acc()
     );
     Ok(())
+}
+
+/// A flag that Ctrl-C (SIGINT) or SIGTERM (what Slurm and Kubernetes send first) sets,
+/// for the trainer to stop at the next batch and save where it was. A second signal
+/// ends the process at once.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registered first, so that it sees the flag the first signal set only at the second.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())?;
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    Ok(stop)
 }
 
 /// The confusion matrix of best.safetensors on the test set, as confusion.png in the run folder.

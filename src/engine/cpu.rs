@@ -79,6 +79,9 @@ impl Engine for CpuEngine {
     fn tally(&self) -> TrainStats {
         TrainStats::default()
     }
+    fn tally_from(&self, stats: &TrainStats) -> TrainStats {
+        *stats
+    }
     fn tally_add(&self, tally: &mut TrainStats, stats: &LossStats, batch: usize) {
         tally.add(stats, batch);
     }

@@ -97,7 +97,7 @@ impl Chain {
 /// them. An engine sums them where the passes run (a GPU: on the device, so that no
 /// training step waits for the host) in its [`Engine::Tally`]; the host reads them back
 /// only when it prints (the ~5 curve points of an epoch and its last line).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainStats {
     /// Σ over batches of the batch's mean loss times its size (as d2l sums it).
     pub loss_sum: f64,
@@ -205,6 +205,8 @@ pub trait Engine: Sync + Sized + 'static {
 
     /// An empty tally.
     fn tally(&self) -> Self::Tally;
+    /// A tally holding `stats` (an interrupted epoch's, when it resumes).
+    fn tally_from(&self, stats: &TrainStats) -> Self::Tally;
     /// Count one batch's statistics, computed by the host, in a tally.
     fn tally_add(&self, tally: &mut Self::Tally, stats: &LossStats, batch: usize);
     /// What a tally holds (on a GPU, a read-back: only when printing).

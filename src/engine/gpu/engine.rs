@@ -110,6 +110,22 @@ impl Engine for GpuEngine {
     fn tally(&self) -> GpuTally {
         GpuTally { running: self.zeros_words(6), examples: 0 }
     }
+    fn tally_from(&self, stats: &TrainStats) -> GpuTally {
+        // loss.wgsl's layout: Kahan sum and its compensation (restarted at 0, so a
+        // resumed epoch's mean loss may differ from an uninterrupted one's in its last
+        // f32 bits; the weights do not), correct, batches, first non-finite batch, its loss.
+        let (bad_batch, bad_loss) = stats.first_nonfinite.unwrap_or((0, 0.0));
+        let words = [
+            (stats.loss_sum as f32).to_bits(),
+            0,
+            stats.correct as u32,
+            stats.batches as u32,
+            bad_batch as u32,
+            (bad_loss as f32).to_bits(),
+        ];
+        let values: Vec<f32> = words.iter().map(|w| f32::from_bits(*w)).collect();
+        GpuTally { running: self.kernels.upload(&values).buffer, examples: stats.examples }
+    }
     fn tally_add(&self, tally: &mut GpuTally, stats: &LossStats, batch: usize) {
         let finite = if stats.mean().is_finite() { 1.0 } else { 0.0 };
         let s = [stats.weight_sum as f32, stats.weighted_loss_sum as f32, stats.correct as f32, finite];
