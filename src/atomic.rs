@@ -9,13 +9,38 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-/// An error of an atomic write, naming the destination.
+/// An error of an atomic write, naming the destination (not the temp file) once.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write {}: {source}", path.display())]
+#[error("cannot write {}: {cause}{}", path.display(), consequence(cause))]
 pub struct WriteError {
     pub path: PathBuf,
-    #[source]
-    pub source: io::Error,
+    /// Not `source`: the message says it already, and a chain would repeat it.
+    pub cause: io::Error,
+}
+
+impl WriteError {
+    pub fn new(path: &Path, cause: io::Error) -> Self {
+        Self { path: path.to_path_buf(), cause: plain(cause) }
+    }
+}
+
+/// The error without tempfile's ` at path "<temp file>"`, a file that is gone by the
+/// time anyone reads the message.
+fn plain(err: io::Error) -> io::Error {
+    let text = err.get_ref().map(|e| e.to_string());
+    match text.as_deref().and_then(|t| t.split_once(" at path ")) {
+        Some((cause, _)) => io::Error::new(err.kind(), cause.to_string()),
+        None => err,
+    }
+}
+
+fn consequence(err: &io::Error) -> &'static str {
+    match err.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            ": the disk is full; the file there before, if any, is as it was"
+        }
+        _ => "",
+    }
 }
 
 /// A temp file beside `dest` that becomes `dest` only on [`AtomicFile::commit`].
@@ -27,7 +52,7 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(dest: &Path) -> Result<Self, WriteError> {
-        let err = |source| WriteError { path: dest.to_path_buf(), source };
+        let err = |source| WriteError::new(dest, source);
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -61,7 +86,7 @@ impl AtomicFile {
     /// Flush, fsync and rename over the destination.
     pub fn commit(self) -> Result<(), WriteError> {
         let dest = self.dest;
-        let err = |source| WriteError { path: dest.clone(), source };
+        let err = |source| WriteError::new(&dest, source);
         let tmp = self.writer.into_inner().map_err(|e| err(e.into_error()))?;
         tmp.as_file().sync_all().map_err(err)?;
         tmp.persist(&dest).map_err(|e| err(e.error))?;
@@ -81,7 +106,7 @@ impl Write for AtomicFile {
 /// Write `bytes` to `dest` atomically.
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let mut file = AtomicFile::create(dest)?;
-    file.write_all(bytes).map_err(|source| WriteError { path: dest.to_path_buf(), source })?;
+    file.write_all(bytes).map_err(|source| WriteError::new(dest, source))?;
     file.commit()
 }
 

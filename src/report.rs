@@ -265,14 +265,14 @@ fn evaluate_run(run_dir: &Path, config: Option<&TrainConfig>, opts: &ReportOptio
     let dataset = crate::trainer::trained_on(&ck)
         .or(config.map(|c| c.dataset))
         .with_context(|| format!("{} does not say which dataset it was trained on", ckpt.display()))?;
-    let ds = data::load(dataset, opts.data_dir)?;
+    let test = data::load_part(dataset, opts.data_dir, data::Part::Test)?;
     let mut net = Network::new(CpuEngine::new(opts.threads)?, &ck.spec)?;
     net.set_params(&ck.params)?;
-    let examples = net.engine.upload_examples(&ds.test.images, &ds.test.labels, &ck.spec.input);
+    let examples = net.engine.upload_examples(&test.images, &test.labels, &ck.spec.input);
     let result = evaluate(&mut net, &examples, EVAL_BATCH);
     let wrong: Vec<usize> =
-        (0..ds.test.len()).filter(|&i| result.predictions[i] != ds.test.labels[i]).take(opts.misclassified).collect();
-    let subset = ds.test.select(&wrong);
+        (0..test.len()).filter(|&i| result.predictions[i] != test.labels[i]).take(opts.misclassified).collect();
+    let subset = test.select(&wrong);
     let probs = probabilities(&mut net, &subset.images, EVAL_BATCH);
     let misclassified: Vec<Classified> = wrong
         .iter()
@@ -280,7 +280,7 @@ fn evaluate_run(run_dir: &Path, config: Option<&TrainConfig>, opts: &ReportOptio
         .enumerate()
         .map(|(k, (&i, p))| Classified {
             index: k,
-            label: ds.test.labels[i],
+            label: test.labels[i],
             predicted: result.predictions[i],
             probability: p[result.predictions[i] as usize],
         })

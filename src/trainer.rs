@@ -4,6 +4,7 @@
 //! results, and resuming from a checkpoint continues exactly as an uninterrupted
 //! run would.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -106,8 +107,8 @@ impl TrainConfig {
                 self.threads
             );
         }
-        if !(self.lr.is_finite() && self.lr >= 0.0) {
-            bail!("learning rate must be a finite number >= 0, got {}", self.lr);
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a number > 0 (the learning rate), got {}", self.lr);
         }
         match (self.augment_copies, self.augment) {
             (Some(n), Some(_)) if !(1..=100).contains(&n) => bail!("--augment-copies must be in 1..=100, got {n}"),
@@ -118,8 +119,8 @@ impl TrainConfig {
             bail!("--val-split must be in [0, 1), got {}", self.val_split);
         }
         if let Some(w) = &self.class_weights {
-            if w.len() != 10 || w.iter().any(|v| !v.is_finite() || *v < 0.0) {
-                bail!("class weights must be 10 numbers >= 0, got {w:?}");
+            if w.len() != 10 || w.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+                bail!("--class-weights must be ten numbers > 0, one per class, got {} ({w:?})", w.len());
             }
         }
         Ok(())
@@ -253,13 +254,14 @@ pub struct PartialEpoch {
     pub train_secs: f64,
 }
 
-/// Split a dataset's training set into train and (optional) validation parts.
-pub fn split_train(train: &Split, val_split: f64, seed: u64) -> (Split, Option<Split>) {
+/// Split a dataset's training set into train and (optional) validation parts; without
+/// a validation part, the training set as it is (no copy of its 47 MB).
+pub fn split_train(train: &Split, val_split: f64, seed: u64) -> (Cow<'_, Split>, Option<Split>) {
     if val_split <= 0.0 {
-        return (train.clone(), None);
+        return (Cow::Borrowed(train), None);
     }
     let (rest, val) = train.carve_validation(val_split, seed);
-    (rest, Some(val))
+    (Cow::Owned(rest), Some(val))
 }
 
 pub struct Trainer<E: Engine> {
@@ -310,6 +312,9 @@ where
         let mut config: TrainConfig = serde_json::from_value(ck.meta.config.clone())
             .context("the checkpoint has no training config to resume from")?;
         if let Some(e) = epochs {
+            if e < ck.meta.epoch {
+                bail!("--epochs {e} ends before the {} epochs the checkpoint has already trained", ck.meta.epoch);
+            }
             config.epochs = e;
         }
         config.validate().context("the checkpoint's training config")?;
@@ -368,13 +373,21 @@ where
         if let (Some(copies), Some(aug)) = (config.augment_copies, &config.augment) {
             // Fixed copies, drawn once from (seed, copy, example): the same on resume.
             let distorted: Vec<Split> = (1..=copies).map(|k| distort_split(&train, aug, config.seed, k)).collect();
-            train = Split::concat(std::iter::once(&train).chain(&distorted));
+            train = Cow::Owned(Split::concat(std::iter::once(&*train).chain(&distorted)));
         }
-        let largest = [Some(&train), val.as_ref(), Some(test)].into_iter().flatten().map(|s| s.len()).max();
+        if val.as_ref().is_some_and(|v| v.is_empty()) {
+            bail!("--val-split {} of {} training examples holds out none", config.val_split, train.len());
+        }
+        if config.batch > train.len() {
+            let held_out =
+                val.as_ref().map_or(String::new(), |v| format!(" (after the {} held out by --val-split)", v.len()));
+            bail!("--batch {} is more than the {} training examples{held_out}", config.batch, train.len());
+        }
+        let largest = [Some(&*train), val.as_ref(), Some(test)].into_iter().flatten().map(|s| s.len()).max();
         net.check_fits(config.batch.max(EVAL_BATCH), largest.unwrap_or(0))?;
         let upload = |s: &Split| net.engine.upload_examples(&s.images, &s.labels, &config.arch.input);
         let (train_examples, val, test) = (upload(&train), val.as_ref().map(upload), upload(test));
-        let train_source = (config.augment.is_some() && config.augment_copies.is_none()).then_some(train);
+        let train_source = (config.augment.is_some() && config.augment_copies.is_none()).then(|| train.into_owned());
         let trainer = Self {
             config,
             net,

@@ -510,7 +510,7 @@ fn resume_refuses_a_config_it_cannot_run() {
     for (path, value, want) in [
         ("/config/batch", "0", "--batch"),
         ("/config/val_split", "4", "--val-split"),
-        ("/config/class_weights", "[1, 2]", "class weights"),
+        ("/config/class_weights", "[1, 2]", "--class-weights"),
         ("/config/arch/layers/0/out_channels", "3", "architecture"),
     ] {
         let bytes = apply(valid().to_vec(), &[Mutation::Json("lenet.meta", path, value)]);

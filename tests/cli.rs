@@ -223,3 +223,138 @@ fn preview_writes_grid_and_single_image() {
     let err = fails(&["--data-dir", p(&data), "data", "preview", "mnist", "--index", "600", "--out", p(&one)]);
     assert!(err.contains("out of range"), "{err}");
 }
+
+/// Settings that cannot train (issue 24, item 4) are refused with an error that names
+/// the setting, before any work: no run folder is left behind.
+#[test]
+fn bad_settings_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_toy_dataset(&data); // 600 training examples
+    let run = dir.path().join("run");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["--data-dir", p(&data), "train", "--dataset", "mnist", "--arch", "relu"];
+        args.extend(["--threads", "1", "--device", "cpu", "--run-dir", p(&run)]);
+        args.extend(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    for (extra, says) in [
+        (&["--lr", "0"][..], "--lr must be a number > 0 (the learning rate), got 0"),
+        (&["--lr=-0.1"], "--lr must be a number > 0 (the learning rate), got -0.1"),
+        (&["--lr", "NaN"], "--lr must be a number > 0 (the learning rate), got NaN"),
+        (&["--lr", "inf"], "--lr must be a number > 0 (the learning rate), got inf"),
+        (&["--batch", "0"], "--batch and --epochs must be at least 1"),
+        (&["--epochs", "0"], "--batch and --epochs must be at least 1"),
+        (&["--batch", "601"], "--batch 601 is more than the 600 training examples"),
+        (
+            &["--batch", "550", "--val-split", "0.1"],
+            "--batch 550 is more than the 540 training examples (after the 60 held out by --val-split)",
+        ),
+        (&["--class-weights", "1,2,3"], "--class-weights must be ten numbers > 0, one per class, got 3"),
+        (&["--class-weights", "1,1,1,1,1,1,1,1,1,0"], "--class-weights must be ten numbers > 0, one per class, got 10"),
+        (&["--class-weights", "1,1,1,1,1,1,1,1,1,1,1"], "got 11"),
+        (&["--val-split", "1.0"], "--val-split must be in [0, 1), got 1"),
+        (&["--val-split", "0.0001"], "--val-split 0.0001 of 600 training examples holds out none"),
+        (&["--augment-copies", "0"], "--augment-copies must be in 1..=100, got 0"),
+    ] {
+        let args = train(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args);
+        assert!(err.contains(says), "{extra:?}: expected «{says}», got: {err}");
+        assert!(!run.exists(), "{extra:?} left a run folder behind");
+    }
+    // The class weights' value name is printed once, not ten times.
+    let help = ok(&["train", "--help"]);
+    assert!(help.contains("--class-weights <W0,…,W9>"), "{help}");
+    // Ten good weights train.
+    let args = train(&["--epochs", "1", "--batch", "64", "--class-weights", "1,1,1,1,1,1,1,1,1,2"]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // Resuming with fewer epochs than are done is refused, not a silent no-op.
+    let err = fails(&["--data-dir", p(&data), "train", "--resume", p(&run), "--epochs", "0"]);
+    assert!(err.contains("--batch and --epochs must be at least 1") || err.contains("ends before"), "{err}");
+    let out = ok(&["--data-dir", p(&data), "train", "--resume", p(&run), "--epochs", "2"]);
+    assert!(out.contains("epoch 2/2"), "{out}");
+    let err = fails(&["--data-dir", p(&data), "train", "--resume", p(&run), "--epochs", "1"]);
+    assert!(err.contains("--epochs 1 ends before the 2 epochs the checkpoint has already trained"), "{err}");
+}
+
+/// A model meeting another dataset than its own gets a warning (an MNIST model scores
+/// near chance on Fashion-MNIST), and evaluating never reads the training images: with
+/// a training file that is garbage, eval, export --logits, predict --grid and report work.
+#[test]
+fn another_dataset_is_warned_about_and_evaluation_reads_no_training_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_toy_dataset(&data);
+    let run = dir.path().join("run");
+    ok(&[
+        "--data-dir",
+        p(&data),
+        "train",
+        "--dataset",
+        "mnist",
+        "--arch",
+        "relu",
+        "--epochs",
+        "1",
+        "--batch",
+        "64",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--run-dir",
+        p(&run),
+    ]);
+    let best = run.join("best.safetensors");
+    // The same toy files, as "fashion-mnist".
+    let fashion = dir.path().join("fashion");
+    std::fs::create_dir(&fashion).unwrap();
+    for f in std::fs::read_dir(&data).unwrap().flatten() {
+        std::fs::copy(f.path(), fashion.join(f.file_name())).unwrap();
+    }
+    let warning = "was trained on mnist, not fashion-mnist: its ten outputs are mnist's classes";
+    let out = lenet(&["--data-dir", p(&fashion), "eval", p(&best), "--dataset", "fashion-mnist"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains(warning), "{err}");
+    let out = lenet(&[
+        "--data-dir",
+        p(&fashion),
+        "train",
+        "--init",
+        p(&best),
+        "--dataset",
+        "fashion-mnist",
+        "--epochs",
+        "1",
+        "--batch",
+        "64",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--run-dir",
+        p(&dir.path().join("tuned")),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains(warning), "{err}");
+    // Its own dataset: no warning.
+    let out = lenet(&["--data-dir", p(&data), "eval", p(&best)]);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("warning"));
+
+    // Garbage where the training images are: evaluating does not notice.
+    let train_images = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("train-images"))
+        .unwrap();
+    std::fs::write(&train_images, b"not an idx file").unwrap();
+    ok(&["--data-dir", p(&data), "eval", p(&best)]);
+    ok(&["--data-dir", p(&data), "export", p(&best), "--logits", p(&dir.path().join("logits.safetensors"))]);
+    ok(&["--data-dir", p(&data), "predict", p(&best), "--grid", p(&dir.path().join("grid.png"))]);
+    ok(&["--data-dir", p(&data), "report", p(&run), "--out", p(&dir.path().join("report.html"))]);
+    // The training split itself is still read, and found wanting, where it is asked for.
+    let err = fails(&["--data-dir", p(&data), "eval", p(&best), "--split", "train"]);
+    assert!(err.contains("train-images"), "{err}");
+}

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 
+use lenet::checkpoint::Checkpoint;
 use lenet::data::augment::Augment;
 use lenet::data::fetch::{self, FetchOptions};
 use lenet::data::preview::{augment_grid, preview_grid, save_png, single_image, GridOptions};
-use lenet::data::{self, import, locate, verify, DatasetKind};
+use lenet::data::{self, import, locate, verify, DatasetKind, Part, Split};
+use lenet::models::ModelSource;
+use lenet::trainer::trained_on;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -73,6 +76,43 @@ pub enum DataCommand {
 pub enum SplitName {
     Train,
     Test,
+}
+
+impl From<SplitName> for Part {
+    fn from(s: SplitName) -> Part {
+        match s {
+            SplitName::Train => Part::Train,
+            SplitName::Test => Part::Test,
+        }
+    }
+}
+
+/// The split a model runs on (eval, export --logits, predict --grid): of `dataset`, else
+/// of the dataset the checkpoint was trained on, with a warning when the two differ.
+/// Only that split is read.
+pub fn split_for_model(
+    source: &ModelSource,
+    ck: &Checkpoint,
+    dataset: Option<DatasetKind>,
+    split: SplitName,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<(DatasetKind, Split)> {
+    let kind = dataset
+        .or(trained_on(ck))
+        .with_context(|| format!("{source} does not say which dataset it was trained on: pass --dataset"))?;
+    warn_if_trained_elsewhere(source, ck, kind);
+    Ok((kind, data::load_part(kind, data_dir, split.into())?))
+}
+
+/// A model trained on one dataset meeting another says so: its outputs are the other
+/// dataset's classes (an MNIST model scores ~5 % on Fashion-MNIST).
+pub fn warn_if_trained_elsewhere(source: &ModelSource, ck: &Checkpoint, kind: DatasetKind) {
+    if let Some(own) = trained_on(ck).filter(|own| *own != kind) {
+        eprintln!(
+            "warning: {source} was trained on {own}, not {kind}: its ten outputs are {own}'s classes, \
+             so on {kind} it scores near chance until trained there"
+        );
+    }
 }
 
 /// The folder a command writes a dataset into.

@@ -3,17 +3,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
-use lenet::data::{self, DatasetKind};
+use lenet::data::DatasetKind;
 use lenet::engine::Engine;
 use lenet::eval::evaluate;
 use lenet::network::Network;
-use lenet::trainer::{trained_on, EVAL_BATCH};
+use lenet::trainer::EVAL_BATCH;
 
 use super::arch::ArchArgs;
-use super::data::SplitName;
+use super::data::{split_for_model, SplitName};
 use super::device::{self, on_engine, DeviceArgs};
 use super::models::ModelArg;
 
@@ -42,15 +42,8 @@ pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     let want = if args.arch.is_set() { Some(args.arch.spec("d2l")?) } else { None };
     let source = args.model.source()?;
     let ck = source.load(want.as_ref())?;
-    let kind = args
-        .dataset
-        .or(trained_on(&ck))
-        .with_context(|| format!("{source} does not say which dataset it was trained on: pass --dataset"))?;
-    let ds = data::load(kind, data_dir)?;
-    let split = match args.split {
-        SplitName::Train => &ds.train,
-        SplitName::Test => &ds.test,
-    };
+    let (kind, split) = split_for_model(&source, &ck, args.dataset, args.split, data_dir)?;
+    let split = &split;
     let result = on_engine!(device::open(args.device.device, args.threads)?, e => {
         let mut net = Network::new(e, &ck.spec)?;
         net.check_fits(EVAL_BATCH, split.len())?;

@@ -9,19 +9,23 @@ use clap::{ArgGroup, Args};
 
 use lenet::atomic::write_atomic;
 use lenet::checkpoint;
-use lenet::data::{self, DatasetKind};
+use lenet::data::DatasetKind;
 use lenet::engine::Engine;
 use lenet::export;
 use lenet::network::Network;
-use lenet::trainer::{trained_on, EVAL_BATCH};
+use lenet::trainer::EVAL_BATCH;
 
 use super::arch::ArchArgs;
-use super::data::SplitName;
+use super::data::{split_for_model, SplitName};
 use super::device::{self, on_engine, DeviceArgs};
 use super::models::ModelArg;
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("output").required(true).multiple(true).args(["onnx", "state_dict", "logits"])))]
+// clap's own usage line (every output in one) is 94 columns: one line per output instead.
+#[command(override_usage = "lenet export [OPTIONS] [CKPT|MODEL] --onnx <FILE>
+       lenet export [OPTIONS] [CKPT|MODEL] --state-dict <FILE>
+       lenet export [OPTIONS] [CKPT|MODEL] --logits <FILE>")]
 pub struct ExportArgs {
     /// The checkpoint (.safetensors: lenet's, or a PyTorch state_dict, then say --arch),
     /// or a shipped model's name.
@@ -81,15 +85,8 @@ pub fn run(args: ExportArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     }
 
     if let Some(path) = &args.logits {
-        let kind = args
-            .dataset
-            .or(trained_on(&ck))
-            .with_context(|| format!("{source} does not say which dataset it was trained on: pass --dataset"))?;
-        let ds = data::load(kind, data_dir)?;
-        let split = match args.split {
-            SplitName::Train => &ds.train,
-            SplitName::Test => &ds.test,
-        };
+        let (kind, split) = split_for_model(&source, &ck, args.dataset, args.split, data_dir)?;
+        let split = &split;
         let (logits, classes) = on_engine!(device::open(args.device.device, args.threads)?, e => {
             let mut net = Network::new(e, &ck.spec)?;
             net.check_fits(EVAL_BATCH, split.len())?;

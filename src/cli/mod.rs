@@ -20,7 +20,13 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "lenet", version, about = "Train, evaluate and serve LeNet on MNIST and Fashion-MNIST")]
+// Help wraps to the terminal ($COLUMNS in a pipe), at most 100 columns wide.
+#[command(
+    name = "lenet",
+    version,
+    about = "Train, evaluate and serve LeNet on MNIST and Fashion-MNIST",
+    max_term_width = 100
+)]
 pub struct Cli {
     /// Folder holding the dataset's IDX files (searched first; also $LENET_DATA).
     #[arg(long, global = true, value_name = "DIR")]

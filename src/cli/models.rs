@@ -113,10 +113,10 @@ fn pack(run_dir: &Path, name: &str, command: &str, out: &Path, data_dir: Option<
     let model = model_of(&ck);
     let bytes = checkpoint::to_bytes(&model).map_err(anyhow::Error::msg)?;
     // The test accuracy as `lenet eval` measures it, on the CPU engine.
-    let ds = data::load(config.dataset, data_dir)?;
+    let test = data::load_part(config.dataset, data_dir, data::Part::Test)?;
     let mut net = Network::new(CpuEngine::new(config.threads)?, &model.spec)?;
     net.set_params(&model.params)?;
-    let test = net.engine.upload_examples(&ds.test.images, &ds.test.labels, &model.spec.input);
+    let test = net.engine.upload_examples(&test.images, &test.labels, &model.spec.input);
     let result = evaluate(&mut net, &test, EVAL_BATCH);
     let correct: usize = (0..10).map(|c| result.confusion[c][c]).sum();
     let card = ModelCard {

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use lenet::checkpoint::Checkpoint;
-use lenet::data::{self, DatasetKind, Images};
+use lenet::data::{DatasetKind, Images};
 use lenet::engine::Engine;
 use lenet::models::ModelSource;
 use lenet::network::Network;
@@ -20,7 +20,7 @@ use lenet::viz::grid::{prediction_grid, Classified, GridOptions};
 use lenet::viz::save_rgb_png;
 
 use super::arch::ArchArgs;
-use super::data::SplitName;
+use super::data::{split_for_model, SplitName};
 use super::device::{self, on_engine, DeviceArgs};
 use super::models;
 
@@ -220,15 +220,8 @@ fn predict_dataset<E: Engine>(
 where
     Network<E>: Send,
 {
-    let kind = args
-        .dataset
-        .or(trained_on(ck))
-        .with_context(|| format!("{source} does not say which dataset it was trained on: pass --dataset"))?;
-    let ds = data::load(kind, data_dir)?;
-    let split = match args.split {
-        SplitName::Train => &ds.train,
-        SplitName::Test => &ds.test,
-    };
+    let (kind, split) = split_for_model(source, ck, args.dataset, args.split, data_dir)?;
+    let split = &split;
     if args.start >= split.len() {
         bail!("--start {} is out of range: the split has {} images", args.start, split.len());
     }

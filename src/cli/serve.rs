@@ -10,7 +10,7 @@ use clap::Args;
 use lenet::models::{ModelSource, SHIPPED};
 use lenet::serve::limit::RateLimit;
 use lenet::serve::model::ServedModel;
-use lenet::serve::{serve, App, Limits};
+use lenet::serve::{serve, App, Connections, Limits};
 
 use super::arch::ArchArgs;
 use super::models::source;
@@ -44,6 +44,15 @@ pub struct ServeArgs {
     /// Pictures classified at once (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    /// Connections open at once, all clients together; one more is told 503 and closed.
+    #[arg(long, default_value_t = Connections::default().max, value_name = "N")]
+    pub max_connections: usize,
+    /// Connections open at once from one address.
+    #[arg(long, default_value_t = Connections::default().per_address, value_name = "N")]
+    pub max_connections_per_address: usize,
+    /// Seconds a client has to send a request's headers (and may idle between requests).
+    #[arg(long, default_value_t = Connections::default().header_timeout.as_secs_f64(), value_name = "SECONDS")]
+    pub header_timeout: f64,
     /// Architecture, for files that do not carry one (PyTorch state_dicts).
     #[command(flatten)]
     pub arch: ArchArgs,
@@ -79,7 +88,19 @@ pub fn run(args: ServeArgs, data_dir: Option<&Path>) -> Result<()> {
     if !(args.rate_limit.is_finite() && args.rate_limit >= 0.0) {
         anyhow::bail!("--rate-limit {}: give requests per second, or 0 for no limit", args.rate_limit);
     }
-    let limits = Limits { max_body: (args.max_body * 1e6) as usize, max_pixels: (args.max_pixels * 1e6) as u64 };
+    if args.max_connections == 0 || args.max_connections_per_address == 0 {
+        anyhow::bail!("--max-connections and --max-connections-per-address must be at least 1");
+    }
+    if !(args.header_timeout.is_finite() && args.header_timeout > 0.0 && args.header_timeout <= 3600.0) {
+        anyhow::bail!("--header-timeout {}: give seconds, more than 0 and at most 3600", args.header_timeout);
+    }
+    let connections = Connections {
+        max: args.max_connections,
+        per_address: args.max_connections_per_address,
+        header_timeout: std::time::Duration::from_secs_f64(args.header_timeout),
+    };
+    let limits =
+        Limits { max_body: (args.max_body * 1e6) as usize, max_pixels: (args.max_pixels * 1e6) as u64, connections };
     let rate = (args.rate_limit > 0.0).then(|| RateLimit::new(args.rate_limit, (2.0 * args.rate_limit).max(10.0)));
     let app = App::new(models, limits, workers, rate, data_dir.map(Path::to_path_buf));
     let first = app.models[0].info.id.clone();

@@ -90,8 +90,8 @@ pub struct TrainArgs {
     /// every epoch. Implies --augment (paper) when that is not given.
     #[arg(long, value_name = "N")]
     pub augment_copies: Option<usize>,
-    /// Per-class loss weights: ten comma-separated numbers.
-    #[arg(long, value_delimiter = ',', num_args = 10)]
+    /// Per-class loss weights: ten positive numbers, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "W0,…,W9")]
     pub class_weights: Option<Vec<f32>>,
     /// The run folder (default: runs/<arch>-<dataset>-N).
     #[arg(long)]
@@ -384,6 +384,9 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         };
         let config = args.config(CpuEngine::resolve_threads(args.threads), init_model.as_ref().map(|(_, ck)| ck))?;
         config.validate()?;
+        if let Some((source, ck)) = &init_model {
+            super::data::warn_if_trained_elsewhere(source, ck, config.dataset);
+        }
         let initial = init_model.map(|(source, ck)| {
             println!("starting from the weights of {source}");
             ck.params
@@ -425,16 +428,18 @@ where
         }
         Start::Fresh { config, initial } => {
             let ds = data::load(config.dataset, data_dir)?;
+            // Settings the data refuses (a batch larger than it) fail before a run folder exists.
+            trainer = Trainer::new(engine, *config, &ds.train, &ds.test, initial.as_deref())?;
+            let config = &trainer.config;
             run_dir = match &args.run_dir {
                 Some(p) => RunDir::create(
                     p.parent().unwrap_or(std::path::Path::new(".")),
                     p.file_name().and_then(|n| n.to_str()),
-                    &config,
+                    config,
                 )?,
-                None => RunDir::create(std::path::Path::new("runs"), None, &config)?,
+                None => RunDir::create(std::path::Path::new("runs"), None, config)?,
             };
-            run_dir.write_config(&config)?;
-            trainer = Trainer::new(engine, *config, &ds.train, &ds.test, initial.as_deref())?;
+            run_dir.write_config(config)?;
             test = ds.test;
         }
     }
@@ -447,6 +452,7 @@ where
     console.finish();
     if let Err(e) = &trained {
         if e.is::<Interrupted>() {
+            eprintln!("{e}");
             eprintln!("{} holds where it stopped", run_dir.last().display());
             eprintln!("to go on: lenet train --resume {}", run_dir.path.display());
         }

@@ -161,6 +161,22 @@ impl FromStr for DatasetKind {
     }
 }
 
+/// One of a dataset's two splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Train,
+    Test,
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Part::Train => "train",
+            Part::Test => "test",
+        })
+    }
+}
+
 /// Images with their labels, kept as u8.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Split {
@@ -249,14 +265,22 @@ pub fn is_complete(dir: &Path, kind: DatasetKind) -> bool {
 impl Dataset {
     /// Load the four IDX files from `dir` (use [`super::locate`] to find it).
     pub fn load_from(kind: DatasetKind, dir: &Path) -> Result<Dataset, IdxError> {
+        let train = Self::load_part_from(kind, dir, Part::Train)?;
+        let test = Self::load_part_from(kind, dir, Part::Test)?;
+        Ok(Dataset { kind, dir: dir.to_path_buf(), train, test })
+    }
+
+    /// One split of the dataset in `dir`, the other left unread.
+    pub fn load_part_from(kind: DatasetKind, dir: &Path, part: Part) -> Result<Split, IdxError> {
         let path = |i: usize| {
             let f = &kind.files()[i];
             file_in(dir, f).unwrap_or_else(|| dir.join(f.gz_name()))
         };
-        let (images, labels) = idx::read_pair(&path(0), &path(1))?;
-        let train = Split { images, labels };
-        let (images, labels) = idx::read_pair(&path(2), &path(3))?;
-        let test = Split { images, labels };
-        Ok(Dataset { kind, dir: dir.to_path_buf(), train, test })
+        let first = match part {
+            Part::Train => 0,
+            Part::Test => 2,
+        };
+        let (images, labels) = idx::read_pair(&path(first), &path(first + 1))?;
+        Ok(Split { images, labels })
     }
 }

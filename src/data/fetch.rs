@@ -547,7 +547,7 @@ fn download(
             }
         };
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(|source| fatal(WriteError { path: dest.to_path_buf(), source }))?;
+        out.write_all(&buf[..n]).map_err(|source| fatal(WriteError::new(dest, source)))?;
         got += n as u64;
         bar.inc(n as u64);
     }

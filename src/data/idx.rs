@@ -256,7 +256,7 @@ pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
 /// Write IDX content atomically, gzip'd when the path ends in `.gz`.
 pub fn write_idx(path: &Path, content: &[u8]) -> Result<(), WriteError> {
     let mut file = AtomicFile::create(path)?;
-    let err = |source| WriteError { path: path.to_path_buf(), source };
+    let err = |source| WriteError::new(path, source);
     if path.extension().is_some_and(|e| e == "gz") {
         let mut gz = GzEncoder::new(&mut file, Compression::default());
         gz.write_all(content).map_err(err)?;

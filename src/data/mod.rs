@@ -11,7 +11,7 @@ pub mod pickle;
 pub mod preview;
 pub mod verify;
 
-pub use dataset::{DataFile, Dataset, DatasetKind, Split};
+pub use dataset::{DataFile, Dataset, DatasetKind, Part, Split};
 pub use idx::{IdxError, Images};
 pub use locate::{locate, NotFound};
 
@@ -19,4 +19,11 @@ pub use locate::{locate, NotFound};
 pub fn load(kind: DatasetKind, data_dir: Option<&std::path::Path>) -> anyhow::Result<Dataset> {
     let dir = locate(kind, data_dir)?;
     Ok(Dataset::load_from(kind, &dir)?)
+}
+
+/// Find a dataset (see [`locate`]) and load one of its splits: evaluating a model never
+/// reads the 47 MB of training images.
+pub fn load_part(kind: DatasetKind, data_dir: Option<&std::path::Path>, part: Part) -> anyhow::Result<Split> {
+    let dir = locate(kind, data_dir)?;
+    Ok(Dataset::load_part_from(kind, &dir, part)?)
 }

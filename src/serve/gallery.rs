@@ -51,26 +51,26 @@ pub fn find_errors(model: &ServedModel, data_dir: Option<&Path>) -> Result<Galle
     let kind = model.dataset.with_context(|| {
         format!("{} does not say which dataset it was trained on, so there is no test set to search", model.info.id)
     })?;
-    let ds = crate::data::load(kind, data_dir)?;
+    let test = crate::data::load_part(kind, data_dir, crate::data::Part::Test)?;
     let mut net = model.network(0)?;
-    let probs = probabilities(&mut net, &ds.test.images, EVAL_BATCH);
+    let probs = probabilities(&mut net, &test.images, EVAL_BATCH);
     let b64 = base64::engine::general_purpose::STANDARD;
     let items: Vec<GalleryItem> = probs
         .iter()
         .enumerate()
         .filter_map(|(index, p)| {
             let (predicted, probability) = top_k(p, 1)[0];
-            let label = ds.test.labels[index];
+            let label = test.labels[index];
             (predicted != label as usize).then(|| GalleryItem {
                 index,
                 label,
                 predicted: predicted as u8,
                 probability,
-                pixels: b64.encode(ds.test.images.image(index)),
+                pixels: b64.encode(test.images.image(index)),
             })
         })
         .collect();
-    let total = ds.test.len();
+    let total = test.len();
     Ok(Gallery {
         dataset: kind.name().to_string(),
         total,

@@ -7,10 +7,12 @@
 //! The server (axum on tokio) binds to 127.0.0.1 unless told otherwise, bounds the
 //! request body, the image's pixels and the requests per second of each client
 //! ([`limit`]), never writes an upload anywhere, and answers a bad request with a
-//! message, never by falling over. Pictures are classified on the CPU, one
+//! message, never by falling over; it caps the connections of the whole server and of
+//! each address and times out a request's headers ([`conn`]). Pictures are classified on the CPU, one
 //! single-threaded network per request in flight ([`model`]).
 
 pub mod api;
+pub mod conn;
 pub mod gallery;
 pub mod limit;
 pub mod model;
@@ -29,16 +31,19 @@ use axum::Router;
 use tokio::sync::Semaphore;
 
 use self::api::ApiError;
+pub use self::conn::Connections;
 use self::limit::RateLimit;
 use self::model::ServedModel;
 
-/// What a request may bring.
+/// What a request, and a client, may bring.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Bytes of request body.
     pub max_body: usize,
     /// Pixels of a decoded picture.
     pub max_pixels: u64,
+    /// Connections at once and the time for a request's headers.
+    pub connections: Connections,
 }
 
 /// The server's state: the models (the default first) and the limits.
@@ -121,8 +126,8 @@ async fn rate_limited(
 
 /// Serve `app` on `listener` until Ctrl-C (or SIGTERM).
 pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>) -> std::io::Result<()> {
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(stopped()).await
+    let caps = app.limits.connections;
+    conn::serve_connections(listener, router(app), caps, stopped()).await
 }
 
 async fn stopped() {
