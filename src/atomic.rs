@@ -36,9 +36,8 @@ fn plain(err: io::Error) -> io::Error {
 
 fn consequence(err: &io::Error) -> &'static str {
     match err.kind() {
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-            ": the disk is full; the file there before, if any, is as it was"
-        }
+        io::ErrorKind::StorageFull => ": the disk is full; the file there before, if any, is as it was",
+        io::ErrorKind::QuotaExceeded => ": the disk quota is used up; the file there before, if any, is as it was",
         _ => "",
     }
 }

@@ -15,6 +15,13 @@ pub struct RunDir {
     pub path: PathBuf,
 }
 
+/// The checkpoint a run resumes from, and what failed to load beside it.
+pub struct Newest {
+    pub path: PathBuf,
+    /// Checkpoints in the folder that do not load, with why.
+    pub unreadable: Vec<String>,
+}
+
 impl RunDir {
     /// A new run folder under `root`: `name`, or `<arch>-<dataset>-N` with the
     /// first free N. An explicit name that already holds checkpoints is refused,
@@ -67,11 +74,11 @@ impl RunDir {
 
     /// The checkpoint to resume from: the one furthest on (finished epochs, then
     /// batches of an interrupted one) among those that load; a kill between writing
-    /// an epoch's file and `last` leaves the epoch's the newer. An error says what
-    /// the folder holds when none loads.
-    pub fn newest_checkpoint(&self) -> Result<PathBuf> {
+    /// an epoch's file and `last` leaves the epoch's the newer. Those that do not load
+    /// are listed beside it (an error says what the folder holds when none loads).
+    pub fn newest_checkpoint(&self) -> Result<Newest> {
         let mut best: Option<((usize, usize), PathBuf)> = None;
-        let mut problems = Vec::new();
+        let mut unreadable = Vec::new();
         for path in self.checkpoints() {
             match checkpoint::load(&path, None) {
                 Ok(ck) => {
@@ -81,24 +88,42 @@ impl RunDir {
                         best = Some((at, path));
                     }
                 }
-                Err(e) => problems.push(e.to_string()),
+                Err(e) => unreadable.push(e.to_string()),
             }
         }
         match best {
-            Some((_, path)) => Ok(path),
-            None if problems.is_empty() => bail!("{} holds no checkpoint to resume from", self.path.display()),
-            None => bail!("no checkpoint in {} loads: {}", self.path.display(), problems.join("; ")),
+            Some((_, path)) => Ok(Newest { path, unreadable }),
+            None if unreadable.is_empty() => bail!("{} holds no checkpoint to resume from", self.path.display()),
+            None => bail!("no checkpoint in {} loads: {}", self.path.display(), unreadable.join("; ")),
         }
     }
 
-    /// Remove the temp files of writes a kill interrupted (`.NAME.XXXXXX.tmp`, see
-    /// [`crate::atomic`]): never a finished file.
+    /// Remove the temp files of this run's writes that a kill interrupted
+    /// (`.NAME.XXXXXX.tmp` beside a file the run writes, see [`crate::atomic`]): never
+    /// a finished file, nor another program's.
     pub fn remove_stale_temp_files(&self) {
-        for dir in [self.path.clone(), self.path.join("checkpoints")] {
+        const OURS: [&str; 8] = [
+            "config.toml",
+            "metrics.csv",
+            "last.safetensors",
+            "best.safetensors",
+            "curves.csv",
+            "curves.svg",
+            "curves.png",
+            "confusion.png",
+        ];
+        let of = |name: &str| -> Option<String> {
+            let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+            let (dest, random) = inner.rsplit_once('.')?;
+            (random.len() == 6).then(|| dest.to_string())
+        };
+        let is_epoch = |n: &str| n.starts_with("epoch-") && n.ends_with(".safetensors");
+        for (dir, in_checkpoints) in [(self.path.clone(), false), (self.path.join("checkpoints"), true)] {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') && name.ends_with(".tmp") && entry.path().is_file() {
+                let Some(dest) = of(&entry.file_name().to_string_lossy()) else { continue };
+                let ours = if in_checkpoints { is_epoch(&dest) } else { OURS.contains(&dest.as_str()) };
+                if ours && entry.path().is_file() {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }

@@ -228,7 +228,8 @@ pub struct Diverged {
 }
 
 /// Training was asked to stop (Ctrl-C, SIGTERM: see [`Trainer::stop_when`]) and did,
-/// after batch `batch` of epoch `epoch` (0 when it stopped between epochs).
+/// after batch `batch` of `batches` in epoch `epoch` (all of them when it stopped between
+/// epochs, once that epoch's files were written).
 #[derive(Debug, thiserror::Error)]
 #[error("training stopped at epoch {epoch}, after batch {batch} of {batches}")]
 pub struct Interrupted {
@@ -314,6 +315,9 @@ where
         if let Some(e) = epochs {
             if e < ck.meta.epoch {
                 bail!("--epochs {e} ends before the {} epochs the checkpoint has already trained", ck.meta.epoch);
+            }
+            if e == ck.meta.epoch && !ck.meta.partial.is_null() {
+                bail!("--epochs {e} ends before epoch {}, which the checkpoint stopped inside", e + 1);
             }
             config.epochs = e;
         }
@@ -507,6 +511,10 @@ where
             if b > first && self.stop_requested() {
                 // Between batches: b of them are trained; the next run goes on from there.
                 let stats = self.net.train_stats();
+                if let Some((batch, loss)) = stats.first_nonfinite {
+                    // What the next curve point would have said; a NaN is no state to save.
+                    return Err(Diverged { epoch, batch, loss, lr, suggested: lr / 2.0 }.into());
+                }
                 self.partial = Some(PartialEpoch { epoch, batches_done: b, stats, points, train_secs });
                 return Err(Interrupted { epoch, batch: b, batches }.into());
             }

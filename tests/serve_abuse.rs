@@ -104,7 +104,7 @@ fn slow_and_idle_clients_are_cut_at_the_header_timeout_while_others_are_served()
 #[test]
 fn connections_over_the_caps_hear_503_and_close_and_room_comes_back() {
     let server =
-        Server::start(&["--max-connections", "12", "--max-connections-per-address", "4", "--header-timeout", "2"], &[]);
+        Server::start(&["--max-connections", "12", "--max-connections-per-address", "4", "--header-timeout", "5"], &[]);
     let from = |last: u8| Ipv4Addr::new(127, 0, 0, last);
     let wait = Duration::from_millis(300);
     // Six from one address: four held open, two refused.
@@ -116,7 +116,8 @@ fn connections_over_the_caps_hear_503_and_close_and_room_comes_back() {
         let text = String::from_utf8_lossy(r);
         assert!(text.starts_with("HTTP/1.1 503") && text.contains("too many connections"), "{text}");
     }
-    // Four each from two more addresses: the server is at its cap of 12…
+    // Four each from two more addresses (well inside the 5 s the first ones have): the
+    // server is at its cap of 12…
     let mut more: Vec<TcpStream> =
         (3..=4).flat_map(|a| (0..4).map(move |_| a)).map(|a| connect_from(from(a), &server)).collect();
     assert!(more.iter_mut().all(|c| heard(c, Duration::from_millis(50)).is_none()), "all twelve held");
@@ -125,8 +126,50 @@ fn connections_over_the_caps_hear_503_and_close_and_room_comes_back() {
     // The idle ones are closed at the header timeout, and room comes back.
     let started = Instant::now();
     for c in first.iter_mut().chain(&mut more) {
-        assert!(heard(c, Duration::from_secs(5)).is_some(), "closed by the header timeout");
+        assert!(heard(c, Duration::from_secs(10)).is_some(), "closed by the header timeout");
     }
     println!("twelve idle connections closed {:?} after the caps were reached", started.elapsed());
     assert_eq!(good_request(&server), Ok(200));
+}
+
+/// A client that sends requests and never reads the answers (a slow read): once its
+/// socket is full the server's writes stall, and after the header timeout the server
+/// drops it, freeing its place under the caps.
+#[test]
+fn a_client_that_never_reads_its_answers_is_dropped() {
+    let server =
+        Server::start(&["--header-timeout", "1", "--rate-limit", "0", "--max-connections-per-address", "1"], &[]);
+    let to: SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(&SocketAddr::new(Ipv4Addr::new(127, 0, 0, 2).into(), 0).into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut reader: TcpStream = socket.into();
+    // 2,000 pipelined requests for the page: tens of megabytes of answers, never read.
+    let requests = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n".repeat(2000);
+    let mut sending = reader.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = sending.write_all(&requests);
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    // Meanwhile, and after, others are served.
+    assert_eq!(good_request(&server), Ok(200));
+    // Its place is free again: a new connection from its address (cap 1) is served.
+    let mut again = connect_from(Ipv4Addr::new(127, 0, 0, 2), &server);
+    again.write_all(b"GET /api/models HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let answer = heard(&mut again, Duration::from_secs(5)).expect("answered and closed");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..answer.len().min(200)]));
+    // And the reader finds its connection ended part-way through the answers.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    reader.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    let page = ureq::get(&server.url).call().unwrap().into_string().unwrap().len();
+    assert!(got < 2000 * page, "all {got} bytes of answers arrived: it was never dropped");
+    writer.join().unwrap();
 }

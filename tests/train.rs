@@ -439,3 +439,51 @@ fn stopped_mid_epoch_resumes_exactly() {
         Trainer::resume(CpuEngine::new(2).unwrap(), &bad, &toy_split(640, 1), &toy_split(200, 2), None).err().unwrap();
     assert!(e.to_string().contains("only 160 batches"), "{e}");
 }
+
+/// A run stopped after its loss stopped being a number is a divergence, not a state to
+/// resume from (a NaN in the checkpoint's header would not even read back).
+#[test]
+fn a_stop_after_the_loss_went_bad_is_a_divergence() {
+    let cfg = TrainConfig {
+        optimizer: OptimizerKind::sgd(),
+        lr: 0.05,
+        schedule: "step:1:1e30".parse().unwrap(),
+        ..config("relu", 3)
+    };
+    let mut t = trainer(cfg);
+    // The loss overflows early in epoch 2; curve points come every 4 of its 20 batches.
+    let mut obs = StopAt::new(2, 2);
+    t.stop_when(obs.flag.clone());
+    t.train_epoch(&mut obs).unwrap();
+    let err = t.train_epoch(&mut obs).unwrap_err();
+    assert!(err.is::<lenet::trainer::Diverged>(), "{err}");
+    assert_eq!(t.batches_done(), 0, "nothing of epoch 2 is kept to resume");
+}
+
+/// Resuming removes the temp files a kill left in the run folder, and only those: a
+/// user's own files and other programs' temp files stay.
+#[test]
+fn only_the_runs_own_stale_temp_files_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir { path: dir.path().to_path_buf() };
+    std::fs::create_dir(dir.path().join("checkpoints")).unwrap();
+    let stale =
+        [".last.safetensors.a1B2c3.tmp", ".metrics.csv.Zz9yX8.tmp", "checkpoints/.epoch-003.safetensors.q0w9e8.tmp"];
+    let kept = [
+        ".notes.txt.a1B2c3.tmp",
+        "mine.tmp",
+        ".last.safetensors.tmp",
+        "last.safetensors",
+        "checkpoints/.best.safetensors.a1B2c3.tmp",
+    ];
+    for f in stale.iter().chain(&kept) {
+        std::fs::write(dir.path().join(f), b"x").unwrap();
+    }
+    run.remove_stale_temp_files();
+    for f in stale {
+        assert!(!dir.path().join(f).exists(), "{f} left");
+    }
+    for f in kept {
+        assert!(dir.path().join(f).exists(), "{f} removed");
+    }
+}

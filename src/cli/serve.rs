@@ -50,7 +50,8 @@ pub struct ServeArgs {
     /// Connections open at once from one address.
     #[arg(long, default_value_t = Connections::default().per_address, value_name = "N")]
     pub max_connections_per_address: usize,
-    /// Seconds a client has to send a request's headers (and may idle between requests).
+    /// Seconds a client has to send a request's headers, may idle between requests, and may
+    /// leave an answer unread.
     #[arg(long, default_value_t = Connections::default().header_timeout.as_secs_f64(), value_name = "SECONDS")]
     pub header_timeout: f64,
     /// Architecture, for files that do not carry one (PyTorch state_dicts).

@@ -362,7 +362,15 @@ pub fn run(args: TrainArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         if args.arch.is_set() {
             bail!("--resume continues the checkpoint's own architecture: drop --arch and its options");
         }
-        let ckpt = &if ckpt.is_dir() { RunDir { path: ckpt.clone() }.newest_checkpoint()? } else { ckpt.clone() };
+        let ckpt = &if ckpt.is_dir() {
+            let newest = RunDir { path: ckpt.clone() }.newest_checkpoint()?;
+            for problem in &newest.unreadable {
+                eprintln!("warning: skipping a checkpoint that does not load: {problem}");
+            }
+            newest.path
+        } else {
+            ckpt.clone()
+        };
         let ck = checkpoint::load(ckpt, None)?;
         let config: TrainConfig = serde_json::from_value(ck.meta.config.clone())
             .with_context(|| format!("{} holds no training config to resume", ckpt.display()))?;
