@@ -3,8 +3,8 @@
 //! error naming the file, leave every earlier file as it was and no half-written one, and
 //! a run goes on once there is room again, to the uninterrupted run's bits.
 //!
-//! Mounting needs root (CI runs as root); `scripts/test` sets LENET_REQUIRE_TMPFS, so
-//! there a mount that fails is a failure, never a skip.
+//! Mounting needs root (CI runs as root); `scripts/test` sets LENET_REQUIRE_TMPFS as root
+//! and in CI, so there a mount that fails is a failure, never a skip.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
