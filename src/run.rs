@@ -22,6 +22,11 @@ pub struct Newest {
     pub unreadable: Vec<String>,
 }
 
+/// Whether `name` is one of [`RunDir::epoch_checkpoint`]'s files.
+fn is_epoch_file(name: &str) -> bool {
+    name.starts_with("epoch-") && name.ends_with(".safetensors")
+}
+
 impl RunDir {
     /// A new run folder under `root`: `name`, or `<arch>-<dataset>-N` with the
     /// first free N. An explicit name that already holds checkpoints is refused,
@@ -59,10 +64,7 @@ impl RunDir {
         let mut epochs: Vec<PathBuf> = std::fs::read_dir(self.path.join("checkpoints"))
             .map(|dir| {
                 dir.filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| {
-                        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                        name.starts_with("epoch-") && name.ends_with(".safetensors")
-                    })
+                    .filter(|p| p.file_name().is_some_and(|n| is_epoch_file(&n.to_string_lossy())))
                     .collect()
             })
             .unwrap_or_default();
@@ -117,12 +119,11 @@ impl RunDir {
             let (dest, random) = inner.rsplit_once('.')?;
             (random.len() == 6).then(|| dest.to_string())
         };
-        let is_epoch = |n: &str| n.starts_with("epoch-") && n.ends_with(".safetensors");
         for (dir, in_checkpoints) in [(self.path.clone(), false), (self.path.join("checkpoints"), true)] {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for entry in entries.flatten() {
                 let Some(dest) = of(&entry.file_name().to_string_lossy()) else { continue };
-                let ours = if in_checkpoints { is_epoch(&dest) } else { OURS.contains(&dest.as_str()) };
+                let ours = if in_checkpoints { is_epoch_file(&dest) } else { OURS.contains(&dest.as_str()) };
                 if ours && entry.path().is_file() {
                     let _ = std::fs::remove_file(entry.path());
                 }
