@@ -22,6 +22,7 @@ pub mod run;
 pub mod schedule;
 pub mod serve;
 pub mod spec;
+pub mod sweep;
 pub mod trainer;
 pub mod viz;
 

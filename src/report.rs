@@ -93,13 +93,7 @@ impl Report {
     /// The page.
     pub fn to_html(&self) -> Result<String> {
         let mut h = String::with_capacity(1 << 20);
-        let title = format!("lenet run {}", self.name);
-        h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
-        h += "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n";
-        writeln!(h, "<title>{}</title>", esc(&title))?;
-        h += STYLE;
-        h += "</head>\n<body>\n";
-        writeln!(h, "<h1>{}</h1>", esc(&title))?;
+        h += &page_head(&format!("lenet run {}", self.name));
         writeln!(h, "<p class=\"summary\" id=\"summary\">{}</p>", esc(&self.summary_line()))?;
 
         h += "<section id=\"curves-section\">\n<h2>Learning curves</h2>\n";
@@ -309,7 +303,18 @@ fn parse_table(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-fn strip_xml_decl(svg: &str) -> &str {
+/// A report page's start: the document head with the shared style, and the title as
+/// its heading.
+pub(crate) fn page_head(title: &str) -> String {
+    let title = esc(title);
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{title}</title>\n\
+         {STYLE}</head>\n<body>\n<h1>{title}</h1>\n"
+    )
+}
+
+pub(crate) fn strip_xml_decl(svg: &str) -> &str {
     match svg.find("<svg") {
         Some(i) => &svg[i..],
         None => svg,

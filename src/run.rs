@@ -18,6 +18,9 @@ pub struct RunDir {
 /// The checkpoint a run resumes from, and what failed to load beside it.
 pub struct Newest {
     pub path: PathBuf,
+    /// Its finished epochs, and the batches of the next one when it stopped mid-epoch.
+    pub epoch: usize,
+    pub batches: usize,
     /// Checkpoints in the folder that do not load, with why.
     pub unreadable: Vec<String>,
 }
@@ -94,7 +97,7 @@ impl RunDir {
             }
         }
         match best {
-            Some((_, path)) => Ok(Newest { path, unreadable }),
+            Some(((epoch, batches), path)) => Ok(Newest { path, epoch, batches, unreadable }),
             None if unreadable.is_empty() => bail!("{} holds no checkpoint to resume from", self.path.display()),
             None => bail!("no checkpoint in {} loads: {}", self.path.display(), unreadable.join("; ")),
         }

@@ -198,6 +198,19 @@ impl EpochMetrics {
     }
 }
 
+/// The epoch best.safetensors holds: the highest [`EpochMetrics::selection_acc`], the
+/// earliest on a tie. `history` is not empty.
+pub fn best_epoch(history: &[EpochMetrics]) -> &EpochMetrics {
+    history.iter().fold(&history[0], |b, m| if m.selection_acc() > b.selection_acc() { m } else { b })
+}
+
+/// Training examples per second over a whole run: the harmonic mean of the epochs'
+/// (each epoch trains the same examples), as `lenet train`'s last line prints it.
+pub fn mean_examples_per_sec(history: &[EpochMetrics]) -> f64 {
+    let secs: f64 = history.iter().map(|m| 1.0 / m.examples_per_sec).sum();
+    history.len() as f64 / secs
+}
+
 /// Hooks for showing progress; every method has a silent default.
 pub trait Observer {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}

@@ -13,6 +13,7 @@ mod models;
 mod predict;
 mod report;
 mod serve;
+mod sweep;
 mod train;
 
 use std::path::PathBuf;
@@ -66,6 +67,10 @@ pub enum Command {
         #[command(subcommand)]
         cmd: Option<models::ModelsCommand>,
     },
+    /// Many runs from one file: plan, run (Slurm arrays, Kubernetes Indexed Jobs, or
+    /// here), report.
+    #[command(subcommand)]
+    Sweep(sweep::SweepCommand),
     /// Get, check and look at the datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -90,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(*args, cli.data_dir.as_deref()),
         Command::Serve(args) => serve::run(*args, cli.data_dir.as_deref()),
         Command::Models { cmd } => models::run(cmd, cli.data_dir.as_deref()),
+        Command::Sweep(cmd) => sweep::run(cmd, cli.data_dir.as_deref()),
         Command::Data(cmd) => data::run(cmd, cli.data_dir.as_deref()),
         #[cfg(feature = "gpu")]
         Command::Devices => devices::run(),

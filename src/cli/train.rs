@@ -140,6 +140,17 @@ impl Recipe {
 }
 
 impl TrainArgs {
+    /// Whether the options give a config `lenet train` accepts, without loading any
+    /// data or checkpoint (a sweep checks every trial's when it is planned).
+    pub fn check(&self) -> Result<()> {
+        let fine_tuning = self.init.as_deref().is_some_and(|i| i.parse::<Init>().is_err());
+        if self.resume.is_some() || fine_tuning {
+            self.arch.spec("d2l")?;
+            return Ok(());
+        }
+        self.config(CpuEngine::resolve_threads(self.threads), None)?.validate()
+    }
+
     /// The --init setting, or the architecture's default.
     fn init_setting(&self, spec: &lenet::spec::Spec) -> String {
         self.init.clone().unwrap_or_else(|| Recipe::of(spec).init.to_string())
@@ -469,9 +480,8 @@ where
     let h = &trainer.history;
     let last = h.last().context("no epoch was trained")?;
     println!("loss {:.3}, train acc {:.3}, test acc {:.3}", last.train_loss, last.train_acc, last.test_acc);
-    let secs: f64 = h.iter().map(|m| 1.0 / m.examples_per_sec).sum();
-    println!("{:.1} examples/sec on {}", h.len() as f64 / secs, trainer.net.engine.describe());
-    let best = h.iter().fold(&h[0], |b, m| if m.selection_acc() > b.selection_acc() { m } else { b });
+    println!("{:.1} examples/sec on {}", lenet::trainer::mean_examples_per_sec(h), trainer.net.engine.describe());
+    let best = lenet::trainer::best_epoch(h);
     write_confusion(&run_dir, &trainer.config, &test)?;
     println!(
         "run saved in {} (best.safetensors: epoch {}, {} acc {:.3})",
