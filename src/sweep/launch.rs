@@ -92,7 +92,7 @@ pub fn sbatch_script(exe: &Path, sweep_dir: &Path, data_dir: Option<&Path>, tria
 set -u
 stopped=0
 trap 'stopped=1' TERM
-trap 'stopped=1; kill -TERM "$worker" 2>/dev/null' USR1
+trap 'stopped=1; [ -n "${worker:-}" ] && kill -TERM "$worker" 2>/dev/null' USR1
 "#;
     let mut cmd = vec![quote(&exe.display().to_string())];
     if let Some(d) = data_dir {

@@ -12,7 +12,7 @@ use plotters::prelude::*;
 use super::plan::{show, SEED};
 use super::{Status, SweepDir, Trial, TrialResult};
 use crate::report::{esc, page_head, strip_xml_decl};
-use crate::viz::{plot_err, to_svg, Plot, FONT};
+use crate::viz::{house_mesh, plot_err, to_svg, Plot, FONT};
 
 /// Mean and sample standard deviation (none for fewer than two values).
 pub fn mean_std(xs: &[f64]) -> (f64, Option<f64>) {
@@ -436,17 +436,12 @@ impl Plot for AxisPlot {
             Scale::Log(..) => format!("{} (log scale)", self.axis),
             _ => self.axis.clone(),
         };
-        chart
-            .configure_mesh()
+        house_mesh(&mut chart.configure_mesh(), 13)
             .x_desc(x_desc)
             .y_desc("test acc")
             .x_labels(x_labels)
             .x_label_formatter(&label)
             .y_label_formatter(&|v| format!("{v:.3}"))
-            .label_style((FONT, 13))
-            .axis_desc_style((FONT, 14))
-            .light_line_style(TRANSPARENT)
-            .bold_line_style(RGBColor(225, 225, 225))
             .draw()
             .map_err(plot_err)?;
         let dots = RGBColor(31, 119, 180);

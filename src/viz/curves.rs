@@ -11,7 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::palette::{RUNS, TEST_ACC, TRAIN_ACC, TRAIN_LOSS, VAL_ACC};
-use super::{plot_err, Plot, FONT};
+use super::{house_mesh, plot_err, Plot, FONT};
 use crate::trainer::{CurvePoint, EpochMetrics, TrainConfig};
 
 /// The evaluation at the end of a whole epoch.
@@ -327,16 +327,11 @@ impl Plot for CurvesPlot<'_> {
             .y_label_area_size(52)
             .build_cartesian_2d(0f64..x_max, 0f64..y_max)
             .map_err(plot_err)?;
-        chart
-            .configure_mesh()
+        house_mesh(&mut chart.configure_mesh(), 14)
             .x_desc("epoch")
             .x_labels(x_label_count(x_max))
             .x_label_formatter(&|v| fmt_tick(*v))
             .y_label_formatter(&|v| format!("{v:.1}"))
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 15))
-            .light_line_style(TRANSPARENT)
-            .bold_line_style(RGBColor(225, 225, 225))
             .draw()
             .map_err(plot_err)?;
         let pts = |f: fn(&CurvePoint) -> f64| c.points.iter().map(|p| (p.epoch, f(p))).collect::<Vec<_>>();
@@ -424,16 +419,11 @@ impl Plot for ComparePlot<'_> {
                 .y_label_area_size(50)
                 .build_cartesian_2d(0f64..x_max, y0..y1)
                 .map_err(plot_err)?;
-            chart
-                .configure_mesh()
+            house_mesh(&mut chart.configure_mesh(), 13)
                 .x_desc("epoch")
                 .x_labels(x_label_count(x_max))
                 .x_label_formatter(&|v| fmt_tick(*v))
                 .y_label_formatter(&|v| format!("{v:.2}"))
-                .label_style((FONT, 13))
-                .axis_desc_style((FONT, 14))
-                .light_line_style(TRANSPARENT)
-                .bold_line_style(RGBColor(225, 225, 225))
                 .draw()
                 .map_err(plot_err)?;
             for (i, run) in self.runs.iter().enumerate() {
