@@ -2,8 +2,9 @@
 //! packages (munged, slurmctld and slurmd started by scripts/slurm-local, no systemd)
 //! runs a 2×2×2 sweep as an 8-task job array from `lenet sweep sbatch`; one task,
 //! cancelled with `scancel` mid-run, requeues itself, resumes from its checkpoint and
-//! finishes with the weights of an uninterrupted run, and the report aggregates all 8
-//! with no result twice.
+//! finishes with the weights of an uninterrupted run; another gets the time limit's
+//! warning (USR1 to the batch shell) and does the same; the report aggregates all 8 with
+//! no result twice.
 //!
 //! Needs root (the daemons) and the packages (`scripts/slurm-local install`, which
 //! scripts/test runs as root and in CI, where LENET_REQUIRE_SLURM=1 makes a missing
@@ -106,11 +107,16 @@ fn an_8_task_array_survives_a_scancel_and_reports() {
     let job = sh(Command::new("sbatch").arg("--parsable").arg(&script_file)).trim().to_string();
     let job = Job(job.split(';').next().unwrap().to_string());
     let victim = format!("{}_1", job.0);
+    let warned = format!("{}_2", job.0);
 
     // Cancel task 1 once it has saved a checkpoint, mid-run.
     let run1 = dir.join("runs/0001");
     wait_until("task 1's first checkpoint", 180, || !RunDir { path: run1.clone() }.checkpoints().is_empty(), &job.0);
     sh(Command::new("scancel").arg(&victim));
+    // Task 2 hears what the script asks Slurm to send 120 s before a time limit.
+    let run2 = dir.join("runs/0002");
+    wait_until("task 2's first checkpoint", 180, || !RunDir { path: run2.clone() }.checkpoints().is_empty(), &job.0);
+    sh(Command::new("scancel").args(["--batch", "--signal=USR1", &warned]));
     let sweep = SweepDir { path: dir.clone() };
     wait_until("all 8 results", 600, || (0..8).all(|i| sweep.result_file(i).is_file()), &job.0);
     wait_until("the array to leave the queue", 60, || squeue(&job.0).trim().is_empty(), &job.0);
@@ -121,6 +127,14 @@ fn an_8_task_array_survives_a_scancel_and_reports() {
     assert!(log.contains("training stopped at epoch"), "task 1 was not stopped mid-run:\n{log}");
     let shown = sh(Command::new("scontrol").args(["show", "job", &victim]));
     assert!(shown.contains("Restarts=1"), "{shown}");
+    let log = std::fs::read_to_string(dir.join(format!("logs/slurm-{}.out", warned))).unwrap();
+    for said in ["training stopped at epoch", "back in the queue", "resuming"] {
+        assert!(log.contains(said), "task 2, warned of its time limit, never said '{said}':\n{log}");
+    }
+    // scancel retries a signal the job cannot take while it is requeued, so the rerun may
+    // be stopped and requeued once more: fine, it resumes again.
+    let shown = sh(Command::new("scontrol").args(["show", "job", &warned]));
+    assert!(!shown.contains("Restarts=0"), "{shown}\n{log}");
 
     // No result twice, none failed, no epoch trained twice.
     let results: Vec<_> = std::fs::read_dir(dir.join("results")).unwrap().map(|e| e.unwrap().file_name()).collect();
