@@ -390,15 +390,19 @@ fn run_local(dir: &SweepDir, trials: &[Trial], args: &RunArgs, data_dir: Option<
     let jobs = args.jobs.max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or((cores / jobs).max(1));
+    let statuses: Vec<Status> = trials.iter().map(|t| dir.status(t)).collect();
     let todo: Vec<&Trial> = trials
         .iter()
-        .filter(|t| match dir.status(t) {
+        .zip(&statuses)
+        .filter(|(_, s)| match s {
             Status::Pending | Status::Stopped(_) => true,
             Status::Failed(f) => f.retry || args.retry_failed,
             Status::Done(_) | Status::Running(_) => false,
         })
+        .map(|(t, _)| t)
         .collect();
-    let skipped_failed = trials.len() - todo.len() - trials.iter().filter(|t| dir.result(t.index).is_some()).count();
+    let done = statuses.iter().filter(|s| matches!(s, Status::Done(_))).count();
+    let skipped_failed = trials.len() - todo.len() - done;
     println!(
         "{} of {} trials to run, {jobs} at a time, {threads} threads each; logs in {}",
         todo.len(),
