@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use lenet::data::augment::{distort_split, Augment};
 use lenet::data::{Dataset, DatasetKind};
+use lenet::internal::augment::{distort_split, Augment};
 
 fn main() -> anyhow::Result<()> {
     let dir = lenet::data::locate::locate(DatasetKind::Mnist, None)?;

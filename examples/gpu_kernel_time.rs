@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
-use lenet::engine::gpu::device::Gpu;
-use lenet::engine::gpu::kernels::{GpuBuf, Kernels, Slice};
-use lenet::layers::conv::ConvGeom;
-use lenet::layers::pool::{PoolGeom, PoolKind};
+use lenet::internal::engine::gpu::device::Gpu;
+use lenet::internal::engine::gpu::kernels::{GpuBuf, Kernels, Slice};
+use lenet::internal::layers::conv::ConvGeom;
+use lenet::internal::layers::pool::{PoolGeom, PoolKind};
 use lenet::spec::Activation;
 
 fn s(x: &GpuBuf) -> Slice<'_> {

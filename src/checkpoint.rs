@@ -38,28 +38,56 @@ pub struct Meta {
     /// mid-epoch (the trainer's `PartialEpoch`); null at an epoch's end.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub partial: serde_json::Value,
+    /// The lenet version (Cargo package version) that wrote the file; empty when
+    /// it does not say (PyTorch files, shipped models).
     #[serde(default)]
     pub lenet_version: String,
 }
 
+/// What a checkpoint file holds: the architecture, the flat parameters, the
+/// optimizer state and the training metadata.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
+    /// The architecture, which fixes the parameter tensors' names and shapes.
     pub spec: Spec,
     /// All parameters, flat, in the network's order.
     pub params: Vec<f32>,
     /// Optimizer state (`optim.*` tensors); empty when none was saved.
     pub optim: Vec<StateTensor>,
+    /// The header's epoch, training config, history and version.
     pub meta: Meta,
 }
 
+/// Every way reading or writing a checkpoint can fail, each naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// The file could not be read.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// Not a safetensors file, or its header's `lenet.spec` or `lenet.meta` is not
+    /// valid JSON of its kind.
     #[error("{}: not a valid safetensors file ({problem})", path.display())]
-    Format { path: PathBuf, problem: String },
+    Format {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What the parser found wrong.
+        problem: String,
+    },
+    /// The tensors do not fit the architecture (missing, extra, of another shape or dtype,
+    /// or not finite), or the architecture is missing, invalid or not the one asked for.
     #[error("{}: {problem}", path.display())]
-    Mismatch { path: PathBuf, problem: String },
+    Mismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What does not fit.
+        problem: String,
+    },
+    /// Writing the file failed (an earlier file at the path is left as it was).
     #[error(transparent)]
     Write(#[from] crate::atomic::WriteError),
 }
@@ -127,6 +155,8 @@ pub fn load(path: &Path, spec: Option<&Spec>) -> Result<Checkpoint, CheckpointEr
     from_bytes(&bytes, path, spec)
 }
 
+/// Read a checkpoint from the bytes of a safetensors file, as [`load`] does;
+/// `path` only names it in errors.
 pub fn from_bytes(bytes: &[u8], path: &Path, spec: Option<&Spec>) -> Result<Checkpoint, CheckpointError> {
     let format = |problem: String| CheckpointError::Format { path: path.to_path_buf(), problem };
     let mismatch = |problem: String| CheckpointError::Mismatch { path: path.to_path_buf(), problem };

@@ -7,13 +7,17 @@ use crate::engine::Engine;
 use crate::layers::loss::argmax;
 use crate::network::Network;
 
+/// What [`evaluate`] measured over a whole split.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalResult {
+    /// Examples evaluated.
     pub count: usize,
-    /// Mean (class-weighted, if weights are set) cross-entropy.
+    /// Mean loss per example under the architecture's criterion (cross-entropy in nats,
+    /// or LeNet-5's equation 9 or 8), class-weighted if weights are set.
     pub loss: f64,
+    /// Fraction of the examples whose predicted class is the label, in [0, 1] (NaN for none).
     pub accuracy: f64,
-    /// confusion[true][predicted].
+    /// Counts by true class and predicted class: `confusion[true][predicted]`, 10×10.
     pub confusion: Vec<Vec<usize>>,
     /// The predicted class of every example, in order.
     pub predictions: Vec<u8>,

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ParamKind {
+    /// A weight: a convolution's kernels, a linear layer's matrix or per-map coefficients.
     Weight,
+    /// A bias: one value per output unit or map.
     Bias,
 }
 
@@ -44,6 +46,7 @@ pub struct ParamInfo {
     /// Row-major shape: `[out, in, kh, kw]` for a conv weight, `[out, in]` for a linear
     /// weight, `[out]` for a bias.
     pub shape: Vec<usize>,
+    /// Weight or bias, which selects the initialisation rule.
     pub kind: ParamKind,
     /// Inputs feeding each output unit, which sets the initialisation's scale. For a weight
     /// of shape `[out, in, k...]` PyTorch's `in * prod(k)`; for a bias, its weight's fan-in

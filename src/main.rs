@@ -12,13 +12,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // Stopped by Ctrl-C or SIGTERM, having saved where it was and said so: the shell's
         // code for SIGINT.
-        Err(e) if e.is::<lenet::trainer::Interrupted>() || e.is::<lenet::sweep::SweepStopped>() => {
-            ExitCode::from(lenet::sweep::launch::EXIT_INTERRUPTED as u8)
+        Err(e) if e.is::<lenet::trainer::Interrupted>() || e.is::<lenet::internal::sweep::SweepStopped>() => {
+            ExitCode::from(lenet::internal::sweep::launch::EXIT_INTERRUPTED as u8)
         }
         // A sweep's trial failed on its own account (recorded): a scheduler should not retry it.
-        Err(e) if e.is::<lenet::sweep::TrialFailed>() => {
+        Err(e) if e.is::<lenet::internal::sweep::TrialFailed>() => {
             eprintln!("error: {e:#}");
-            ExitCode::from(lenet::sweep::launch::EXIT_TRIAL_FAILED as u8)
+            ExitCode::from(lenet::internal::sweep::launch::EXIT_TRIAL_FAILED as u8)
         }
         Err(e) => {
             eprintln!("error: {e:#}");

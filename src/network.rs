@@ -15,7 +15,10 @@ use crate::layers::subsample::SubsampleGeom;
 use crate::optim::Optimizer;
 use crate::spec::{Activation, LayerSpec, ResolvedLayer, Shape, Spec};
 
-pub struct Network<E: Engine> {
+/// A network of the layers of a [`Spec`] on engine `E` (the CPU engine by default):
+/// its flat parameters and gradients, and the program that runs its passes.
+pub struct Network<E: Engine = crate::engine::cpu::CpuEngine> {
+    /// The engine that holds the buffers and runs the passes.
     pub engine: E,
     spec: Spec,
     layers: Vec<ResolvedLayer>,
@@ -184,15 +187,25 @@ impl<E: Engine> Network<E> {
         })
     }
 
+    /// Where it runs, as `lenet train` prints it: `cpu (2 threads)`, or the GPU adapter
+    /// and its backend.
+    pub fn device(&self) -> String {
+        self.engine.describe()
+    }
+
+    /// The architecture it was built from.
     pub fn spec(&self) -> &Spec {
         &self.spec
     }
+    /// The parameter tensors in flat order: `state_dict` names, shapes and offsets.
     pub fn param_infos(&self) -> &[ParamInfo] {
         &self.infos
     }
+    /// Length of the flat parameter buffer (masked-out weights included).
     pub fn num_params(&self) -> usize {
         E::len(&self.params)
     }
+    /// Outputs of the last layer: logits per example.
     pub fn num_classes(&self) -> usize {
         self.layers.last().map_or(0, |l| l.output.numel())
     }
@@ -201,6 +214,8 @@ impl<E: Engine> Network<E> {
     pub fn params(&self) -> Vec<f32> {
         self.engine.download(E::view(&self.params, 0..self.num_params()))
     }
+    /// All gradients, flat, in [`Self::param_infos`] order: what the backward passes
+    /// since the last [`Self::zero_grad`] accumulated.
     pub fn grads(&self) -> Vec<f32> {
         self.engine.download(E::view(&self.grads, 0..self.num_params()))
     }
@@ -374,6 +389,7 @@ impl<E: Engine> Network<E> {
         self.program.loss(&self.engine, batch, self.class_weights.as_ref(), grad)
     }
 
+    /// Set every gradient to zero (backward passes accumulate).
     pub fn zero_grad(&mut self) {
         let n = self.num_params();
         self.engine.fill(E::view_mut(&mut self.grads, 0..n), 0.0);
@@ -386,6 +402,7 @@ impl<E: Engine> Network<E> {
         self.mask_grads();
     }
 
+    /// Scale the gradients down to a total L2 norm of at most `max_norm`.
     pub fn clip_grad_norm(&mut self, max_norm: f32) {
         let n = self.num_params();
         self.engine.clip_grad_norm(E::view_mut(&mut self.grads, 0..n), max_norm)
@@ -397,6 +414,8 @@ impl<E: Engine> Network<E> {
         self.engine.optimizer_state(opt)
     }
 
+    /// One update of the parameters by `opt` from the current gradients, at learning
+    /// rate `lr`.
     pub fn step(&mut self, opt: &mut Optimizer, lr: f64) {
         let n = self.num_params();
         self.engine.optimizer_step(opt, E::view_mut(&mut self.params, 0..n), E::view(&self.grads, 0..n), lr);

@@ -39,8 +39,10 @@ use serde::{Deserialize, Serialize};
 pub enum OptimizerKind {
     /// `torch.optim.SGD(params, lr, momentum, dampening=0, weight_decay, nesterov)`.
     Sgd {
+        /// Momentum factor (`--momentum`, or `sgd:momentum=M`), >= 0; 0, the default, is none.
         #[serde(default)]
         momentum: f64,
+        /// Nesterov momentum (`--nesterov`, or `sgd:nesterov`); needs `momentum > 0`.
         #[serde(default)]
         nesterov: bool,
         /// L2 penalty: `weight_decay * p` is added to the gradient.
@@ -49,10 +51,16 @@ pub enum OptimizerKind {
     },
     /// `torch.optim.Adam(params, lr, betas=(beta1, beta2), eps, weight_decay)`.
     Adam {
+        /// Decay rate of the first moment, the gradients' running mean (`adam:beta1=B`), in
+        /// [0, 1); default 0.9.
         #[serde(default = "default_beta1")]
         beta1: f64,
+        /// Decay rate of the second moment, the squared gradients' running mean
+        /// (`adam:beta2=B`), in [0, 1); default 0.999.
         #[serde(default = "default_beta2")]
         beta2: f64,
+        /// Added to the denominator `sqrt(v) / sqrt(1 - beta2^t)` (`adam:eps=E`), >= 0;
+        /// default 1e-8.
         #[serde(default = "default_eps")]
         eps: f64,
         /// L2 penalty: `weight_decay * p` is added to the gradient before the moments.
@@ -62,10 +70,16 @@ pub enum OptimizerKind {
     /// `torch.optim.AdamW(params, lr, betas=(beta1, beta2), eps, weight_decay)`.
     #[serde(rename = "adamw")]
     AdamW {
+        /// Decay rate of the first moment, the gradients' running mean (`adamw:beta1=B`), in
+        /// [0, 1); default 0.9.
         #[serde(default = "default_beta1")]
         beta1: f64,
+        /// Decay rate of the second moment, the squared gradients' running mean
+        /// (`adamw:beta2=B`), in [0, 1); default 0.999.
         #[serde(default = "default_beta2")]
         beta2: f64,
+        /// Added to the denominator `sqrt(v) / sqrt(1 - beta2^t)` (`adamw:eps=E`), >= 0;
+        /// default 1e-8.
         #[serde(default = "default_eps")]
         eps: f64,
         /// Decoupled decay: `p *= 1 - lr * weight_decay` before the Adam update.
@@ -77,8 +91,12 @@ pub enum OptimizerKind {
     /// estimate of the Hessian's diagonal entry, averaged over `samples` training
     /// patterns before each pass ([`crate::curvature`]).
     Sdlm {
+        /// μ, added to every curvature estimate so that a flat parameter's step stays bounded
+        /// (`sdlm:mu=M`), > 0; default 1.
         #[serde(default = "default_mu")]
         mu: f64,
+        /// Training patterns the Hessian's diagonal is estimated on before each pass
+        /// (`sdlm:samples=N`), in 1..=1048576; default 500.
         #[serde(default = "default_samples")]
         samples: usize,
     },
@@ -304,8 +322,11 @@ impl fmt::Display for OptimizerKind {
 /// An optimizer setting that PyTorch would refuse, or optimizer state that does not fit.
 #[derive(Debug, thiserror::Error)]
 pub enum OptimError {
+    /// A hyperparameter out of range, or an optimizer string that does not parse.
     #[error("invalid optimizer setting: {0}")]
     InvalidConfig(String),
+    /// Saved state that does not fit this optimizer: a tensor missing, extra, repeated or
+    /// of the wrong shape.
     #[error("cannot load optimizer state: {0}")]
     State(String),
 }
@@ -347,8 +368,13 @@ pub struct Optimizer {
 /// point, its switches and its scalars, computed as [`Optimizer::step`] computes them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeviceUpdate {
+    /// The kernel's entry point: `"sgd"`, `"adam"` (Adam and AdamW) or `"sdlm"`.
     pub entry: &'static str,
+    /// Switches as bits. SGD: 0 weight decay, 1 momentum, 2 Nesterov, 3 first step. Adam:
+    /// 0 small-weight `lerp`, 1 L2 penalty, 2 decoupled decay. SDLM: none.
     pub flags: u32,
+    /// The step's scalars, unused slots 0. SGD: -lr, momentum, wd. SDLM: lr, mu. Adam:
+    /// 1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2^t), eps, -lr / (1 - beta1^t), L2 wd, decay.
     pub scalars: [f32; 8],
 }
 
@@ -364,6 +390,7 @@ impl Optimizer {
         Ok(Self { kind, len, step: 0, buf1: vec![0.0; n1], buf2: vec![0.0; n2], held_by: None })
     }
 
+    /// The optimizer and hyperparameters this state belongs to.
     pub fn kind(&self) -> &OptimizerKind {
         &self.kind
     }
@@ -373,6 +400,7 @@ impl Optimizer {
         self.len
     }
 
+    /// Whether it updates no parameters ([`Optimizer::len`] is 0).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -21,9 +21,14 @@ use std::str::FromStr;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageBuffer, Luma};
 
+use anyhow::bail;
+
+use crate::checkpoint::Checkpoint;
 use crate::data::{DatasetKind, Images};
+use crate::engine::cpu::CpuEngine;
 use crate::engine::Engine;
 use crate::network::Network;
+use crate::trainer::trained_on;
 
 /// Side of a dataset image.
 pub const SIDE: usize = 28;
@@ -87,8 +92,11 @@ impl Style {
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {problem}", path.display())]
 pub struct ImageError {
+    /// The file (`<upload>` and the like for bytes that came from no file).
     pub path: PathBuf,
+    /// What is wrong, in words.
     pub problem: String,
+    /// What is wrong, as a kind.
     pub kind: ImageProblem,
 }
 
@@ -473,6 +481,131 @@ where
         out.extend(net.infer(&examples, chunk).1.chunks(classes).map(<[f32]>::to_vec));
     }
     out
+}
+
+/// A trained network that reads pictures as `lenet predict` does: each picture is
+/// prepared the way its training data was made ([`prepare`]), then classified.
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// let model = lenet::models::find("mnist-relu")?.checkpoint();
+/// let mut classifier = lenet::Classifier::new(&model)?;
+/// let seen = classifier.classify_file("photo.jpg".as_ref())?;
+/// println!("{} ({:.1} %)", seen.name, 100.0 * seen.probability);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Classifier<E: Engine = CpuEngine> {
+    net: Network<E>,
+    trained_on: Option<DatasetKind>,
+    style: Style,
+}
+
+/// One picture, read: the most probable class and every class's probability.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// The most probable class, 0–9 (the lower class on a tie).
+    pub class: usize,
+    /// Its name in the training dataset: "7", or "Sneaker" for Fashion-MNIST.
+    pub name: &'static str,
+    /// Its probability, in [0, 1].
+    pub probability: f64,
+    /// All ten classes' probabilities in class order, summing to 1 (softmax of the
+    /// outputs; for an RBF network, softmax of minus the distances).
+    pub probabilities: Vec<f64>,
+    /// The 28×28 image the network read, and how the picture became it.
+    pub prepared: Prepared,
+}
+
+impl Prediction {
+    /// The `k` most probable classes, most probable first: (class, probability).
+    pub fn top(&self, k: usize) -> Vec<(usize, f64)> {
+        top_k(&self.probabilities, k)
+    }
+}
+
+impl Classifier<CpuEngine> {
+    /// The checkpoint's network on one CPU thread (a picture is about a millisecond of
+    /// work); its dataset, when the checkpoint says, picks the preprocessing and the
+    /// class names (else MNIST's).
+    pub fn new(checkpoint: &Checkpoint) -> anyhow::Result<Self> {
+        Self::on(CpuEngine::new(1)?, checkpoint)
+    }
+}
+
+impl<E: Engine> Classifier<E>
+where
+    Network<E>: Send,
+{
+    /// The checkpoint's network on `engine` (the CPU's [`Classifier::new`], or a GPU's).
+    /// An error when the network does not have ten outputs.
+    pub fn on(engine: E, checkpoint: &Checkpoint) -> anyhow::Result<Self> {
+        let mut net = Network::new(engine, &checkpoint.spec)?;
+        net.set_params(&checkpoint.params)?;
+        if net.num_classes() != 10 {
+            bail!("the network has {} outputs; a classifier reads 10 classes", net.num_classes());
+        }
+        Ok(Classifier { net, trained_on: trained_on(checkpoint), style: Style::Auto })
+    }
+
+    /// Prepare pictures in this style instead of the training dataset's ([`Style::Auto`]).
+    pub fn with_style(mut self, style: Style) -> Self {
+        self.style = style;
+        self
+    }
+
+    /// The dataset the network was trained on, when its checkpoint says.
+    pub fn dataset(&self) -> Option<DatasetKind> {
+        self.trained_on
+    }
+
+    /// The ten class names, in class order.
+    pub fn class_names(&self) -> [&'static str; 10] {
+        self.trained_on.unwrap_or(DatasetKind::Mnist).class_names()
+    }
+
+    /// Read a PNG, JPEG or BMP file of any size and colour. Errors name the file: not
+    /// an image, corrupt, or blank (no ink to read).
+    pub fn classify_file(&mut self, path: &Path) -> anyhow::Result<Prediction> {
+        let img = load_image(path)?;
+        let prepared =
+            prepare(&img, self.style, self.trained_on).map_err(|p| anyhow::anyhow!("{}: {p}", path.display()))?;
+        Ok(self.classify_prepared(prepared))
+    }
+
+    /// Read an encoded picture (the bytes of a PNG, JPEG or BMP file).
+    pub fn classify_encoded(&mut self, bytes: &[u8]) -> anyhow::Result<Prediction> {
+        let img = decode_image(bytes, Path::new("<picture>"), None)?;
+        let prepared = prepare(&img, self.style, self.trained_on).map_err(anyhow::Error::msg)?;
+        Ok(self.classify_prepared(prepared))
+    }
+
+    /// Read a dataset image as it is: 28×28 bytes, white ink on black, row-major (one
+    /// of [`Images`]' rows, say).
+    pub fn classify_pixels(&mut self, pixels: &[u8]) -> anyhow::Result<Prediction> {
+        let n = SIDE * SIDE;
+        if pixels.len() != n {
+            bail!("a dataset image is {SIDE}×{SIDE} = {n} bytes, got {}", pixels.len());
+        }
+        let prepared = Prepared {
+            pixels: pixels.to_vec(),
+            style: Style::AsIs,
+            inverted: false,
+            source_size: (SIDE as u32, SIDE as u32),
+            ink_box: ink_box(&pixels.iter().map(|&p| p as f32).collect::<Vec<_>>(), SIDE, SIDE)
+                .map_or((0, 0, 0, 0), |(x, y, w, h)| (x as u32, y as u32, w as u32, h as u32)),
+            warnings: Vec::new(),
+        };
+        Ok(self.classify_prepared(prepared))
+    }
+
+    fn classify_prepared(&mut self, prepared: Prepared) -> Prediction {
+        let images = Images { count: 1, rows: SIDE, cols: SIDE, pixels: prepared.pixels.clone() };
+        let probabilities = probabilities(&mut self.net, &images, 1).remove(0);
+        let (class, probability) = top_k(&probabilities, 1)[0];
+        let name = self.class_names()[class];
+        Prediction { class, name, probability, probabilities, prepared }
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub enum LrSchedule {
     Step {
         /// Epochs between decays (> 0).
         step_size: usize,
+        /// Factor the rate is multiplied by at each decay (`step:STEP_SIZE:GAMMA`), >= 0;
+        /// default 0.1.
         #[serde(default = "default_gamma")]
         gamma: f64,
     },
@@ -49,8 +51,11 @@ pub enum LrSchedule {
     /// `t_max == 0` stands for "the number of epochs of the run": call
     /// [`LrSchedule::resolved`] with that number before [`LrSchedule::lr_at`].
     Cosine {
+        /// Epochs from the base rate down to `eta_min` (`cosine:T_MAX`); 0: the whole run.
         #[serde(default)]
         t_max: usize,
+        /// The lowest learning rate, reached at epoch `t_max` (`cosine:T_MAX:ETA_MIN`), >= 0;
+        /// default 0.
         #[serde(default)]
         eta_min: f64,
     },

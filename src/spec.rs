@@ -12,11 +12,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum LayerSpec {
+    /// A 2-D convolution, `type = "conv"`: weight (O, C, K, K) and bias (O); a
+    /// (C, H, W) input gives (O, (H + 2P − K)/S + 1, (W + 2P − K)/S + 1).
     Conv {
+        /// Number of output maps, O.
         out_channels: usize,
+        /// Side of the square kernel, K, in pixels.
         kernel: usize,
+        /// Zeros added on every side of the input, P, in pixels (absent: 0).
         #[serde(default)]
         padding: usize,
+        /// Step between kernel positions, S, in pixels, both ways (absent: 1).
         #[serde(default = "one")]
         stride: usize,
         /// Which input maps each output map reads (LeNet-5's C3, Table I of the paper);
@@ -25,38 +31,59 @@ pub enum LayerSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         table: Option<Vec<Vec<usize>>>,
     },
+    /// Average pooling, `type = "avg-pool"`: the mean of each size×size window of
+    /// each map, no padding, no parameters.
     AvgPool {
+        /// Side of the square pooling window, in pixels.
         size: usize,
+        /// Step between windows, in pixels, both ways (required).
         stride: usize,
     },
+    /// Max pooling, `type = "max-pool"`: the largest value of each size×size window
+    /// of each map, no padding, no parameters.
     MaxPool {
+        /// Side of the square pooling window, in pixels.
         size: usize,
+        /// Step between windows, in pixels, both ways (required).
         stride: usize,
     },
     /// LeNet-5's trainable subsampling: each output is the sum of a size×size block of
     /// its map, times one trainable coefficient per map, plus one trainable bias per
     /// map (weight and bias of shape (C)). Blocks do not overlap.
     Subsample {
+        /// Side of the square block, in pixels (absent: 2); a (C, H, W) input gives
+        /// (C, H/size, W/size), rounded down.
         #[serde(default = "two")]
         size: usize,
     },
+    /// The logistic function 1/(1 + e^(−a)), elementwise, `type = "sigmoid"`.
     Sigmoid,
+    /// tanh(a), elementwise, `type = "tanh"`.
     Tanh,
     /// LeNet-5's squashing function 1.7159·tanh(2a/3) (appendix A of the paper).
     ScaledTanh,
+    /// max(0, a), elementwise, `type = "relu"`.
     Relu,
+    /// a where a > 0, slope·a elsewhere, elementwise, `type = "leaky-relu"`.
     LeakyRelu {
+        /// Slope of the negative part (absent: 0.01).
         #[serde(default = "default_slope")]
         slope: f32,
     },
+    /// (C, H, W) to C·H·W features in PyTorch's order (map, row, column),
+    /// `type = "flatten"`.
     Flatten,
+    /// A fully connected layer, `type = "linear"`: N input features to
+    /// `out_features`, with weight (out_features, N) and bias (out_features).
     Linear {
+        /// Number of output features.
         out_features: usize,
     },
     /// Euclidean radial basis function units: y_i = Σ_j (x_j − c_ij)² with fixed
     /// centres c_i, one ±1 bitmap per class. The layer outputs −y_i, so that, as with
     /// every other network, the highest output is the predicted class.
     Rbf {
+        /// The centres, one per class (absent: the built-in `"digits-7x12"`).
         #[serde(default)]
         bitmaps: Bitmaps,
     },
@@ -67,7 +94,11 @@ pub enum LayerSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Bitmaps {
+    /// A built-in set, by name: `bitmaps = "digits-7x12"` (ten digits of 7×12, so 84
+    /// values each) is the only one.
     Named(String),
+    /// One picture per class, in class order, each with as many `#` and `.` as the
+    /// layer has input features: `bitmaps = ["..##../...", ...]`.
     Pictures(Vec<String>),
 }
 
@@ -103,7 +134,11 @@ pub enum Criterion {
     /// Equation 9 of the paper: E = y_correct + log(e^(−j) + Σ_i e^(−y_i)), the
     /// cross-entropy of the outputs −y_i with one more, constant output −j (a
     /// "rubbish" class that stops classes already far away being pushed further).
-    Map { j: f32 },
+    Map {
+        /// The distance j of the constant rubbish output (`j = 10.0` in TOML, `map:J`
+        /// on the command line; `map` alone: [`LENET5_J`]).
+        j: f32,
+    },
     /// Equation 8: E = y_correct, the distance to the correct class's bitmap.
     Mse,
 }
@@ -177,15 +212,21 @@ fn default_slope() -> f32 {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Activation {
+    /// The logistic function 1/(1 + e^(−a)) (`sigmoid`).
     Sigmoid,
+    /// tanh(a) (`tanh`).
     Tanh,
     /// 1.7159·tanh(2a/3).
     ScaledTanh,
+    /// max(0, a) (`relu`).
     Relu,
+    /// a where a > 0, slope·a elsewhere; the value is the slope of the negative part
+    /// (`leaky-relu[:slope]`, default slope 0.01).
     LeakyRelu(f32),
 }
 
 impl Activation {
+    /// The [`LayerSpec`] that applies this activation.
     pub fn layer(self) -> LayerSpec {
         match self {
             Activation::Sigmoid => LayerSpec::Sigmoid,
@@ -214,10 +255,13 @@ impl FromStr for Activation {
     }
 }
 
+/// The pooling of the LeNet family built by [`Spec::lenet`]: 2×2 windows, stride 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pooling {
+    /// The mean of each window ([`LayerSpec::AvgPool`]; `avg` or `average`).
     Avg,
+    /// The largest value of each window ([`LayerSpec::MaxPool`]; `max`).
     Max,
 }
 
@@ -246,15 +290,22 @@ pub enum Fit {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Normalize {
+    /// byte/255, in [0, 1] (`kind = "unit"`; on the command line `unit` or `none`).
     Unit,
+    /// (byte/255 − mean)/std (`kind = "standardize"`; on the command line `mnist`,
+    /// `fashion-mnist` or `MEAN,STD`).
     Standardize {
+        /// Mean subtracted, on the [0, 1] scale (MNIST: 0.1307).
         mean: f32,
+        /// Standard deviation divided by, on the [0, 1] scale, positive (MNIST: 0.3081).
         std: f32,
     },
     /// Background (0) to `low`, full ink (255) to `high`, linearly: LeNet-5's −0.1 and
     /// 1.175, which make the inputs' mean about 0 and their variance about 1.
     Range {
+        /// Input value of a background pixel (byte 0).
         low: f32,
+        /// Input value of a full-ink pixel (byte 255).
         high: f32,
     },
 }
@@ -285,13 +336,17 @@ impl FromStr for Normalize {
     }
 }
 
+/// The network's input, a single-channel square image, and how stored 28×28 images
+/// are brought to it (the `[input]` table in TOML).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     /// Side of the square network input (28 or 32).
     pub size: usize,
+    /// How a 28×28 image reaches `size` (`fit = "pad"` or `"resize"`; absent: pad).
     #[serde(default = "default_fit")]
     pub fit: Fit,
+    /// Pixel scaling (`normalize = { kind = "unit" }` and so on; absent: unit).
     #[serde(default = "default_normalize")]
     pub normalize: Normalize,
 }
@@ -307,8 +362,12 @@ fn default_normalize() -> Normalize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
+    /// The architecture's name, as summaries, errors and exported models show it.
     pub name: String,
+    /// The input: side, fit and pixel scaling (`[input]`).
     pub input: InputSpec,
+    /// The layers in `nn.Sequential` order (`[[layers]]`); layer `i`'s parameters are
+    /// `i.weight` and `i.bias`.
     pub layers: Vec<LayerSpec>,
     /// The training criterion (absent: softmax cross-entropy).
     #[serde(default, skip_serializing_if = "Criterion::is_default")]
@@ -318,17 +377,24 @@ pub struct Spec {
 /// The options of the LeNet family built by [`Spec::lenet`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct LenetOptions {
+    /// The activation after both convolutions and both hidden linear layers.
     pub activation: Activation,
+    /// The pooling after each convolution's activation (2×2 windows, stride 2).
     pub pooling: Pooling,
+    /// Side of the square input, in pixels: 28 or 32.
     pub input_size: usize,
+    /// How 28×28 images reach a 32×32 input.
     pub fit: Fit,
     /// Pad the first convolution by 2 (d2l, for 28×28 input). Ignored (no
     /// padding) for 32×32 input, where the padding is in the data.
     pub pad_first_conv: bool,
+    /// Pixel scaling of the input.
     pub normalize: Normalize,
 }
 
 impl LenetOptions {
+    /// The network of d2l.ai: sigmoid, average pooling, 28×28 input with the first
+    /// convolution padded by 2, pixels in [0, 1].
     pub fn d2l() -> Self {
         Self {
             activation: Activation::Sigmoid,
@@ -339,6 +405,7 @@ impl LenetOptions {
             normalize: Normalize::Unit,
         }
     }
+    /// [`Self::d2l`] with ReLU and max pooling.
     pub fn relu() -> Self {
         Self { activation: Activation::Relu, pooling: Pooling::Max, ..Self::d2l() }
     }
@@ -349,10 +416,12 @@ impl LenetOptions {
 pub enum Shape {
     /// Channels, height, width.
     Image(usize, usize, usize),
+    /// A vector of this many features.
     Flat(usize),
 }
 
 impl Shape {
+    /// Values per example: C·H·W, or the number of features.
     pub fn numel(self) -> usize {
         match self {
             Shape::Image(c, h, w) => c * h * w,
@@ -374,8 +443,11 @@ impl fmt::Display for Shape {
 /// A layer with its shapes resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResolvedLayer {
+    /// The layer as written.
     pub spec: LayerSpec,
+    /// The shape it reads, per example.
     pub input: Shape,
+    /// The shape it writes, per example.
     pub output: Shape,
     /// (weight shape, bias length) for layers with parameters.
     pub params: Option<(Vec<usize>, usize)>,
@@ -449,12 +521,18 @@ impl ResolvedLayer {
     }
 }
 
+/// Why an architecture does not resolve, and where.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("architecture '{arch}', layer {index} ({layer}): {problem}")]
 pub struct SpecError {
+    /// The architecture's name ([`Spec::name`]).
     pub arch: String,
+    /// Index of the offending layer in [`Spec::layers`]: 0 for the input, the last
+    /// layer for the loss and the output.
     pub index: usize,
+    /// The offending layer as `Debug` prints it, or `input`, `loss` or `output`.
     pub layer: String,
+    /// What is wrong, in words.
     pub problem: String,
 }
 
@@ -528,14 +606,18 @@ impl Spec {
         }
     }
 
+    /// The names [`Spec::preset`] knows.
     pub const PRESETS: [&'static str; 3] = ["d2l", "relu", "lenet5"];
 
+    /// Read an architecture from TOML and check that it resolves ([`Spec::resolve`]);
+    /// errors come back as text.
     pub fn from_toml(text: &str) -> Result<Spec, String> {
         let spec: Spec = toml::from_str(text).map_err(|e| e.to_string())?;
         spec.resolve().map_err(|e| e.to_string())?;
         Ok(spec)
     }
 
+    /// The architecture as TOML, which [`Spec::from_toml`] reads back.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a spec always serialises")
     }

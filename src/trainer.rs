@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{Checkpoint, Meta};
 use crate::data::augment::{distort_into, distort_split, draw_distortions, Augment};
-use crate::data::{DatasetKind, Images, Split};
+use crate::data::{Dataset, DatasetKind, Images, Split};
+use crate::engine::cpu::CpuEngine;
 use crate::engine::{Engine, TrainStats};
 use crate::eval::{evaluate, EvalResult};
 use crate::init::{init_params, Init};
@@ -33,23 +34,40 @@ pub const EVAL_BATCH: usize = 1000;
 /// Everything that determines a run's numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// The network's architecture (`--arch`: a preset or a TOML file).
     pub arch: Spec,
+    /// The dataset trained and tested on (`--dataset`).
     pub dataset: DatasetKind,
+    /// Epochs to train in all, those already done included (`--epochs`).
     pub epochs: usize,
+    /// Examples per training step (`--batch`); an epoch's last batch may hold fewer.
     pub batch: usize,
+    /// Base learning rate (`--lr`), which `schedule` scales epoch by epoch.
     pub lr: f64,
+    /// The optimizer and its hyperparameters (`--optimizer`, `--momentum`, `--nesterov`,
+    /// `--weight-decay`).
     pub optimizer: OptimizerKind,
+    /// How the learning rate changes from epoch to epoch (`--schedule`); constant when a
+    /// saved config has none.
     #[serde(default)]
     pub schedule: LrSchedule,
+    /// How fresh parameters are drawn (`--init`); unused when the run starts from given
+    /// parameters (fine-tuning, resuming).
     pub init: Init,
+    /// Seeds the initialisation, the validation split, each epoch's order and the
+    /// distortions (`--seed`).
     pub seed: u64,
     /// CPU threads (results are bit-identical for the same count).
     pub threads: usize,
     /// Fraction of the training set held out for validation (0: none).
     #[serde(default)]
     pub val_split: f64,
+    /// Before each update, scale the gradients down to a joint L2 norm of at most this
+    /// (`--clip-grad-norm`); None: no clipping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_grad_norm: Option<f32>,
+    /// Loss weight of each class, ten values > 0 indexed by label (`--class-weights`);
+    /// None: all 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_weights: Option<Vec<f32>>,
     /// Distort the training images afresh every epoch (the test and validation images
@@ -91,6 +109,8 @@ impl TrainConfig {
         }
     }
 
+    /// Checks what `lenet train` refuses: the architecture, optimizer and schedule, and the
+    /// ranges of the numbers; an error names the option at fault (`--batch`, `--lr`, ...).
     pub fn validate(&self) -> Result<()> {
         self.arch.resolve()?;
         self.optimizer.validate()?;
@@ -126,6 +146,7 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The config as TOML, as a run folder's config.toml holds it.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a config always serialises")
     }
@@ -136,8 +157,11 @@ impl TrainConfig {
 /// (e.g. 1.2 after a fifth of the second epoch).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
+    /// Training done so far, in epochs: 1.2 is a fifth of the way into the second.
     pub epoch: f64,
+    /// The epoch's running mean training loss so far, per example (the network's criterion).
     pub train_loss: f64,
+    /// The epoch's running training accuracy so far, a fraction in [0, 1].
     pub train_acc: f64,
 }
 
@@ -154,13 +178,22 @@ pub fn is_curve_batch(batch: usize, batches: usize) -> bool {
 /// What one epoch measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
+    /// The epoch measured (1-based).
     pub epoch: usize,
+    /// Mean training loss per example over the epoch's batches, taken as they trained
+    /// (the batches' mean losses weighted by size, as d2l).
     pub train_loss: f64,
+    /// Fraction of the epoch's training examples classified right as they trained, in [0, 1].
     pub train_acc: f64,
+    /// Mean loss on the validation part after the epoch; None without `--val-split`.
     pub val_loss: Option<f64>,
+    /// Accuracy on the validation part after the epoch, in [0, 1]; None without `--val-split`.
     pub val_acc: Option<f64>,
+    /// Mean loss per example on the test set after the epoch.
     pub test_loss: f64,
+    /// Accuracy on the test set after the epoch, a fraction in [0, 1].
     pub test_acc: f64,
+    /// The learning rate the epoch trained at: `--lr` scaled by the schedule.
     pub lr: f64,
     /// Training examples per second, timing only the training steps (as d2l does).
     pub examples_per_sec: f64,
@@ -177,9 +210,12 @@ impl EpochMetrics {
         self.val_acc.unwrap_or(self.test_acc)
     }
 
+    /// The first line of metrics.csv (no newline): the columns of [`Self::csv_row`].
     pub const CSV_HEADER: &'static str =
         "epoch,train_loss,train_acc,val_loss,val_acc,test_loss,test_acc,lr,examples_per_sec,seconds";
 
+    /// This epoch as a line of metrics.csv (no newline); losses and accuracies to 6 decimals,
+    /// empty fields where there is no validation part.
     pub fn csv_row(&self) -> String {
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
         format!(
@@ -213,12 +249,15 @@ pub fn mean_examples_per_sec(history: &[EpochMetrics]) -> f64 {
 
 /// Hooks for showing progress; every method has a silent default.
 pub trait Observer {
+    /// Before epoch `epoch` (1-based) of `epochs`, which has `batches` batches in all (also
+    /// when it resumes partway; `batch_end` then counts on from there).
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
     /// After each batch (1-based): how far the epoch has got.
     fn batch_end(&mut self, _batch: usize) {}
     /// About 5 times per epoch (see [`is_curve_batch`]), after `batch_end`, with the
     /// epoch's running mean loss and accuracy: the only times they are read back.
     fn curve_point(&mut self, _point: &CurvePoint) {}
+    /// After the epoch's evaluation, with what it measured (already in the trainer's history).
     fn epoch_end(&mut self, _metrics: &EpochMetrics) {}
 }
 
@@ -233,10 +272,15 @@ impl Observer for Silent {}
      Try a smaller learning rate (e.g. --lr {suggested}); checkpoints of earlier epochs are intact"
 )]
 pub struct Diverged {
+    /// The epoch that diverged (1-based).
     pub epoch: usize,
+    /// The first batch of that epoch (1-based) whose mean loss was not finite.
     pub batch: usize,
+    /// That batch's mean loss: NaN or infinite.
     pub loss: f64,
+    /// The epoch's learning rate.
     pub lr: f64,
+    /// A learning rate to try instead: half of `lr`.
     pub suggested: f64,
 }
 
@@ -246,8 +290,11 @@ pub struct Diverged {
 #[derive(Debug, thiserror::Error)]
 #[error("training stopped at epoch {epoch}, after batch {batch} of {batches}")]
 pub struct Interrupted {
+    /// The epoch it stopped in (1-based).
     pub epoch: usize,
+    /// The batches of that epoch trained before it stopped.
     pub batch: usize,
+    /// The batches in that epoch.
     pub batches: usize,
 }
 
@@ -278,9 +325,15 @@ pub fn split_train(train: &Split, val_split: f64, seed: u64) -> (Cow<'_, Split>,
     (Cow::Owned(rest), Some(val))
 }
 
-pub struct Trainer<E: Engine> {
+/// A training run on engine `E` (the CPU by default): the network, its optimizer, the
+/// splits uploaded to the engine and the metrics of the epochs so far.
+pub struct Trainer<E: Engine = CpuEngine> {
+    /// The run's settings (`epochs` as [`Trainer::resume`] may have extended it).
     pub config: TrainConfig,
+    /// The network being trained, on engine `E`.
     pub net: Network<E>,
+    /// The optimizer: its step count and state buffers (one value per parameter, in the flat
+    /// parameter order; a GPU engine keeps them on its device while training).
     pub opt: Optimizer,
     train: E::Examples,
     /// The undistorted training images, kept when each epoch distorts them anew.
@@ -298,10 +351,26 @@ pub struct Trainer<E: Engine> {
     stop: Option<Arc<AtomicBool>>,
 }
 
+impl Trainer<CpuEngine> {
+    /// A fresh run on the CPU (`config.threads` threads; 0: one per core) over a loaded
+    /// dataset's training and test splits, parameters initialised from `config.seed`.
+    pub fn on_cpu(mut config: TrainConfig, data: &Dataset) -> Result<Self> {
+        // The count, not 0, goes into the checkpoints: a resume must use as many threads.
+        config.threads = CpuEngine::resolve_threads(config.threads);
+        Self::new(CpuEngine::new(config.threads)?, config, &data.train, &data.test, None)
+    }
+}
+
 impl<E: Engine> Trainer<E>
 where
     Network<E>: Send,
 {
+    /// Where it trains, as `lenet train` prints it: `cpu (2 threads)`, or the GPU
+    /// adapter and its backend.
+    pub fn device(&self) -> String {
+        self.net.device()
+    }
+
     /// A fresh run: parameters initialised from the seed, or taken from `initial`
     /// (fine-tuning), with a fresh optimizer.
     pub fn new(engine: E, config: TrainConfig, train: &Split, test: &Split, initial: Option<&[f32]>) -> Result<Self> {
@@ -458,6 +527,7 @@ where
         self.history.len()
     }
 
+    /// Whether all `config.epochs` epochs are done.
     pub fn is_finished(&self) -> bool {
         self.epochs_done() >= self.config.epochs
     }
@@ -603,6 +673,7 @@ where
         Ok(())
     }
 
+    /// Evaluate the network on the whole test set, [`EVAL_BATCH`] examples at a time.
     pub fn evaluate_test(&mut self) -> EvalResult {
         evaluate(&mut self.net, &self.test, EVAL_BATCH)
     }

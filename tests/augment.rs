@@ -5,8 +5,8 @@
 
 use std::process::Command;
 
-use lenet::data::augment::{distort, distort_split, draw_affine, Augment, DrawKey, ElasticField};
 use lenet::data::{Images, Split};
+use lenet::internal::augment::{distort, distort_split, draw_affine, Augment, DrawKey, ElasticField};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -181,8 +181,10 @@ fn preview_shows_one_digits_distortions() {
     let dir = tempfile::tempdir().unwrap();
     let split = digits(30, 4);
     for (stem, s) in [("train", &split), ("t10k", &split)] {
-        lenet::data::idx::write_images(&dir.path().join(format!("{stem}-images-idx3-ubyte.gz")), &s.images).unwrap();
-        lenet::data::idx::write_labels(&dir.path().join(format!("{stem}-labels-idx1-ubyte.gz")), &s.labels).unwrap();
+        lenet::internal::idx::write_images(&dir.path().join(format!("{stem}-images-idx3-ubyte.gz")), &s.images)
+            .unwrap();
+        lenet::internal::idx::write_labels(&dir.path().join(format!("{stem}-labels-idx1-ubyte.gz")), &s.labels)
+            .unwrap();
     }
     let out = dir.path().join("aug.png");
     let run = |extra: &[&str]| {

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use lenet::bench::{self, BenchConfig, Summary};
-use lenet::data::idx::{self, Images};
 use lenet::data::Split;
-use lenet::engine::cpu::CpuEngine;
+use lenet::internal::bench::{self, BenchConfig, Summary};
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::idx::{self, Images};
 use lenet::spec::Spec;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -158,7 +158,7 @@ fn kernel_timings_from_the_command_line() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["isa"], lenet::layers::simd::isa().name());
+    assert_eq!(v["isa"], lenet::internal::layers::simd::isa().name());
     let rows = v["kernels"].as_array().unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
     assert_eq!(

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use lenet::checkpoint::{self, Checkpoint};
 use lenet::data::{Images, Split};
-use lenet::engine::cpu::CpuEngine;
+use lenet::internal::engine::cpu::CpuEngine;
 use lenet::optim::OptimizerKind;
 use lenet::spec::Spec;
 use lenet::trainer::{Silent, TrainConfig, Trainer};

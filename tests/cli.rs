@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 mod toy_idx;
 use toy_idx::write_toy_dataset;
 
-use lenet::data::idx;
+use lenet::internal::idx;
 
 fn lenet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lenet"))

@@ -5,10 +5,10 @@
 //! Hessian is diagonal); and the criteria's own second derivatives against finite
 //! differences.
 
-use lenet::curvature::gauss_newton_diagonal;
-use lenet::layers::loss::batch_loss;
-use lenet::layers::rbf::{criterion_curvature, rbf_forward};
-use lenet::layers::Par;
+use lenet::internal::curvature::gauss_newton_diagonal;
+use lenet::internal::layers::loss::batch_loss;
+use lenet::internal::layers::rbf::{criterion_curvature, rbf_forward};
+use lenet::internal::layers::Par;
 use lenet::network::param_layout;
 use lenet::spec::{Criterion, Spec};
 use rand::{Rng, SeedableRng};

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use lenet::data::dataset::DatasetKind;
 use lenet::data::locate::{candidates, locate};
-use lenet::data::{idx, Images, Split};
+use lenet::data::{Images, Split};
+use lenet::internal::idx;
 
 fn split(n: usize) -> Split {
     // Each image's first pixel encodes its index, so membership can be traced.

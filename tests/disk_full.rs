@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 mod toy_idx;
 
 use lenet::checkpoint;
-use lenet::run::RunDir;
+use lenet::internal::run::RunDir;
 
 /// A tmpfs of a given size over a temp folder, unmounted on drop.
 struct Tmpfs {

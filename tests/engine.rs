@@ -1,11 +1,11 @@
 //! The CPU engine's fused program (tiles of 16 examples, activations fused into
 //! convolutions and linear layers, one parallel region per pass) against the
 //! per-layer program on the same engine, and both against the f64 reference chain
-//! (`lenet::reference::chain`, plain loops that no instruction set changes) on every
+//! (`lenet::internal::reference::chain`, plain loops that no instruction set changes) on every
 //! instruction set this CPU has.
 
-use lenet::engine::cpu::CpuEngine;
-use lenet::layers::simd::isa;
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::layers::simd::isa;
 use lenet::network::Network;
 use lenet::spec::{Activation, LayerSpec, LenetOptions, Spec};
 use rand::{Rng, SeedableRng};
@@ -206,7 +206,7 @@ fn check_f32_sigmoid() {
     let mut x: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 5e-4).collect();
     x.extend([-1e30, -200.0, -80.0, 0.0, -0.0, 87.0, 200.0, 1e30, f32::NEG_INFINITY, f32::INFINITY, f32::NAN]);
     let mut y = vec![0.0f32; x.len()];
-    lenet::layers::activation::activation_forward(&mut y, &x, Activation::Sigmoid);
+    lenet::internal::layers::activation::activation_forward(&mut y, &x, Activation::Sigmoid);
     let (mut worst_abs, mut worst_rel) = (0.0f64, 0.0f64);
     for (&x, &y) in x.iter().zip(&y) {
         if x.is_nan() {
@@ -270,12 +270,20 @@ fn isa_probe() {
         std::fs::write(path, bytes).unwrap();
     }
     // The f64 layer functions on this instruction set, one value from the definition.
-    let g = lenet::layers::conv::ConvGeom { c: 2, h: 6, w: 5, o: 3, k: 3, pad: 1, stride: 1 };
+    let g = lenet::internal::layers::conv::ConvGeom { c: 2, h: 6, w: 5, o: 3, k: 3, pad: 1, stride: 1 };
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let xs: Vec<f64> = (0..2 * g.in_len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let w: Vec<f64> = (0..g.weight_len()).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let mut out = vec![0.0; 2 * g.out_len()];
-    lenet::layers::conv::conv2d_forward(&mut out, &xs, &w, &[0.5, -0.5, 0.0], &g, 2, lenet::layers::Par::SERIAL);
+    lenet::internal::layers::conv::conv2d_forward(
+        &mut out,
+        &xs,
+        &w,
+        &[0.5, -0.5, 0.0],
+        &g,
+        2,
+        lenet::internal::layers::Par::SERIAL,
+    );
     // Output (example 1, channel 1, row 2, column 2) from the definition.
     let mut s = -0.5;
     for c in 0..2 {
@@ -312,7 +320,7 @@ fn read_records(bytes: &[u8]) -> Vec<Vec<f32>> {
 /// on a CPU with nothing but the baseline, where finite differences vouch for it.
 /// Strong distortions (elastic field included) of a few stand-in digits, as floats.
 fn distorted_digits() -> Vec<f32> {
-    use lenet::data::augment::{distort_split, Augment};
+    use lenet::internal::augment::{distort_split, Augment};
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let pixels: Vec<u8> = (0..8 * 784).map(|i| if (i % 28) / 7 == (i / 784) % 4 { rng.gen() } else { 0 }).collect();
     let split =
@@ -334,7 +342,7 @@ fn kernels_agree_on_every_instruction_set() {
             (spec, chain, grads)
         })
         .collect();
-    let sets = lenet::layers::simd::available();
+    let sets = lenet::internal::layers::simd::available();
     let mut first_distorted: Option<Vec<f32>> = None;
     for set in &sets {
         let out_path = dir.path().join(set.env_name());

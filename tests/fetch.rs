@@ -1,4 +1,4 @@
-//! `lenet::data::fetch` against loopback servers only: a tiny_http server with
+//! `lenet::internal::fetch` against loopback servers only: a tiny_http server with
 //! good, corrupt, short and missing files, a raw TCP server that drops the
 //! connection mid-body, and a closed port. Nothing here touches the internet.
 
@@ -16,9 +16,11 @@ use flate2::Compression;
 use md5::{Digest, Md5};
 use tiny_http::{Response, StatusCode};
 
-use lenet::data::fetch::{fetch_dataset, fetch_files, FetchError, FetchOptions, MirrorFailure, Outcome, RemoteFile};
-use lenet::data::idx::{encode_images, encode_labels};
 use lenet::data::{DatasetKind, Images};
+use lenet::internal::fetch::{
+    fetch_dataset, fetch_files, FetchError, FetchOptions, MirrorFailure, Outcome, RemoteFile,
+};
+use lenet::internal::idx::{encode_images, encode_labels};
 
 const NAME: &str = "t10k-labels-idx1-ubyte.gz";
 

@@ -44,15 +44,15 @@ fn the_seeds_are_inputs_the_readers_accept() {
         std::fs::write(&path, &bytes).unwrap();
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         let ok = if name.starts_with("images") {
-            lenet::data::idx::read_images(&path).is_ok()
+            lenet::internal::idx::read_images(&path).is_ok()
         } else {
-            lenet::data::idx::read_labels(&path).is_ok()
+            lenet::internal::idx::read_labels(&path).is_ok()
         };
         assert!(ok, "{}", f.display());
     }
     for (bytes, f) in read("pickle") {
-        let value = lenet::data::pickle::parse(&bytes).unwrap();
-        lenet::data::import::splits_from_pickle(&value).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let value = lenet::internal::pickle::parse(&bytes).unwrap();
+        lenet::internal::import::splits_from_pickle(&value).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     }
     for (bytes, f) in read("checkpoint") {
         lenet::checkpoint::from_bytes(&bytes, &f, None).unwrap();

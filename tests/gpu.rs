@@ -8,16 +8,16 @@
 
 use std::process::Command;
 
-use lenet::engine::gpu::device::{choose, Chosen, DeviceChoice, Gpu};
-use lenet::engine::gpu::kernels::Kernels;
-use lenet::layers::activation::{activation_backward, activation_forward};
-use lenet::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
-use lenet::layers::linear::{linear_backward, linear_forward};
-use lenet::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
-use lenet::layers::rbf::{rbf_backward, rbf_forward};
-use lenet::layers::subsample::{subsample_backward, subsample_forward, SubsampleGeom};
-use lenet::layers::Par;
-use lenet::reference as r;
+use lenet::internal::engine::gpu::device::{choose, Chosen, DeviceChoice, Gpu};
+use lenet::internal::engine::gpu::kernels::Kernels;
+use lenet::internal::layers::activation::{activation_backward, activation_forward};
+use lenet::internal::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
+use lenet::internal::layers::linear::{linear_backward, linear_forward};
+use lenet::internal::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
+use lenet::internal::layers::rbf::{rbf_backward, rbf_forward};
+use lenet::internal::layers::subsample::{subsample_backward, subsample_forward, SubsampleGeom};
+use lenet::internal::layers::Par;
+use lenet::internal::reference as r;
 use lenet::spec::Activation;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -326,8 +326,8 @@ fn no_adapter_is_a_clear_message() {
 /// (bytes are packed four to a word) and repeated indices.
 #[test]
 fn gathered_batches_are_the_cpu_engines() {
-    use lenet::engine::cpu::CpuEngine;
-    use lenet::engine::Engine;
+    use lenet::internal::engine::cpu::CpuEngine;
+    use lenet::internal::engine::Engine;
     use lenet::spec::Spec;
     let Some(k) = kernels() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(6);
@@ -356,11 +356,11 @@ fn gathered_batches_are_the_cpu_engines() {
 /// batch too big to stage (given a buffer of its own) all gather what the CPU gathers.
 #[test]
 fn staged_indices_gather_what_the_cpu_gathers() {
-    use lenet::engine::cpu::CpuEngine;
-    use lenet::engine::Engine;
+    use lenet::internal::engine::cpu::CpuEngine;
+    use lenet::internal::engine::Engine;
     use lenet::spec::{InputSpec, Spec};
     let Some(k) = kernels() else { return };
-    let engine = lenet::engine::gpu::engine::GpuEngine::on(std::sync::Arc::new(k));
+    let engine = lenet::internal::engine::gpu::engine::GpuEngine::on(std::sync::Arc::new(k));
     let n = 1009;
     let pixels: Vec<u8> = (0..n * 4).map(|i| (i * 37 % 256) as u8).collect();
     let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
@@ -399,12 +399,12 @@ fn staged_indices_gather_what_the_cpu_gathers() {
 /// on 28×28 (d2l) and padded to 32×32 (lenet5); then undistorted again.
 #[test]
 fn distorted_batches_are_the_cpus_distortions() {
-    use lenet::data::augment::{distort_into, draw_distortions, Augment};
-    use lenet::engine::cpu::CpuEngine;
-    use lenet::engine::Engine;
+    use lenet::internal::augment::{distort_into, draw_distortions, Augment};
+    use lenet::internal::engine::cpu::CpuEngine;
+    use lenet::internal::engine::Engine;
     use lenet::spec::Spec;
     let Some(k) = kernels() else { return };
-    let engine = lenet::engine::gpu::engine::GpuEngine::on(std::sync::Arc::new(k));
+    let engine = lenet::internal::engine::gpu::engine::GpuEngine::on(std::sync::Arc::new(k));
     // Digit-like images: a blob of ink somewhere near the middle, on zeros.
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let n = 64;
@@ -439,7 +439,7 @@ fn distorted_batches_are_the_cpus_distortions() {
             engine.gather(&gex, &indices, x.all(), y.all());
             let (got_x, got_y) = (engine.download(x.all()), engine.download(y.all()));
             assert_eq!(got_y, want_y, "{what}: labels");
-            let (scale, _) = lenet::input::pixel_affine(input.normalize);
+            let (scale, _) = lenet::internal::input::pixel_affine(input.normalize);
             let levels: Vec<f32> = got_x.iter().zip(&want_x).map(|(g, w)| ((g - w) / scale).abs()).collect();
             let worst = levels.iter().fold(0.0f32, |m, &v| m.max(v));
             let same = levels.iter().filter(|&&v| v < 0.01).count();
@@ -463,7 +463,7 @@ fn distorted_batches_are_the_cpus_distortions() {
 /// weights, on a batch of 256.
 #[test]
 fn criteria_match_the_cpu_engine_and_the_reference() {
-    use lenet::layers::loss::batch_loss;
+    use lenet::internal::layers::loss::batch_loss;
     use lenet::spec::Criterion;
     let Some(k) = kernels() else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(7);

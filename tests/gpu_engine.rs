@@ -10,11 +10,11 @@ use std::sync::{Arc, OnceLock};
 
 use lenet::checkpoint;
 use lenet::data::{Images, Split};
-use lenet::engine::cpu::CpuEngine;
-use lenet::engine::gpu::device::Gpu;
-use lenet::engine::gpu::engine::GpuEngine;
-use lenet::engine::gpu::kernels::Kernels;
-use lenet::engine::Engine;
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::engine::gpu::device::Gpu;
+use lenet::internal::engine::gpu::engine::GpuEngine;
+use lenet::internal::engine::gpu::kernels::Kernels;
+use lenet::internal::engine::Engine;
 use lenet::network::Network;
 use lenet::optim::{Optimizer, OptimizerKind};
 use lenet::spec::{Activation, LenetOptions, Spec};

@@ -3,15 +3,15 @@
 //! run in f64, against the reference, forward and backward, on the geometries the
 //! presets use and on awkward ones.
 
-use lenet::layers::activation::{activation_backward, activation_forward};
-use lenet::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
-use lenet::layers::linear::{linear_backward, linear_forward};
-use lenet::layers::loss::{batch_loss, softmax_xent};
-use lenet::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
-use lenet::layers::rbf::{rbf_backward, rbf_forward};
-use lenet::layers::subsample::{subsample_backward, subsample_forward, SubsampleGeom};
-use lenet::layers::Par;
-use lenet::reference as r;
+use lenet::internal::layers::activation::{activation_backward, activation_forward};
+use lenet::internal::layers::conv::{conv2d_backward, conv2d_forward, ConvGeom};
+use lenet::internal::layers::linear::{linear_backward, linear_forward};
+use lenet::internal::layers::loss::{batch_loss, softmax_xent};
+use lenet::internal::layers::pool::{pool_backward, pool_forward, PoolGeom, PoolKind};
+use lenet::internal::layers::rbf::{rbf_backward, rbf_forward};
+use lenet::internal::layers::subsample::{subsample_backward, subsample_forward, SubsampleGeom};
+use lenet::internal::layers::Par;
+use lenet::internal::reference as r;
 use lenet::spec::{Activation, Criterion};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use lenet::data::idx::{self, IdxError, Images};
+use lenet::internal::idx::{self, IdxError, Images};
 use proptest::prelude::*;
 
 #[path = "common/counting_alloc.rs"]

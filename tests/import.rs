@@ -11,9 +11,9 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use md5::{Digest, Md5};
 
-use lenet::data::idx::{self, Images};
-use lenet::data::import::{import_mnist_pickle, import_with_checksums, PIXELS};
 use lenet::data::{Dataset, DatasetKind};
+use lenet::internal::idx::{self, Images};
+use lenet::internal::import::{import_mnist_pickle, import_with_checksums, PIXELS};
 
 // ---------------------------------------------------------------------------
 // A tiny pickle writer that emits what Python 2's cPickle wrote for MNIST.
@@ -215,7 +215,9 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
-fn import_synthetic(splits: &[SplitData; 3]) -> (anyhow::Result<lenet::data::import::ImportReport>, tempfile::TempDir) {
+fn import_synthetic(
+    splits: &[SplitData; 3],
+) -> (anyhow::Result<lenet::internal::import::ImportReport>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let pkl = write_file(dir.path(), "mnist.pkl.gz", &gz(&pickle_of(splits)));
     let out = dir.path().join("out");
@@ -232,7 +234,7 @@ fn assert_nothing_written(dir: &Path) {
     }
 }
 
-fn err_text(r: anyhow::Result<lenet::data::import::ImportReport>) -> String {
+fn err_text(r: anyhow::Result<lenet::internal::import::ImportReport>) -> String {
     format!("{:#}", r.expect_err("import should fail"))
 }
 

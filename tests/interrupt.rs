@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 mod toy_idx;
 
 use lenet::checkpoint::{self, Checkpoint};
-use lenet::run::RunDir;
+use lenet::internal::run::RunDir;
 use lenet::trainer::EpochMetrics;
 
 const EPOCHS: &str = "12";

@@ -5,9 +5,9 @@
 
 use std::process::Command;
 
-use lenet::engine::cpu::CpuEngine;
-use lenet::engine::Engine;
 use lenet::init::{init_params, Init};
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::engine::Engine;
 use lenet::network::Network;
 use lenet::optim::{Optimizer, OptimizerKind};
 use lenet::spec::{c3_table, Bitmaps, Criterion, LayerSpec, Spec};
@@ -132,7 +132,7 @@ fn rbf_bitmaps_that_do_not_fit_are_a_clear_error() {
     assert!(e.contains("needs an RBF output layer"), "{e}");
     // Explicit pictures of the right size are taken, row separators and all.
     let mut spec = Spec::lenet5();
-    let pictures: Vec<String> = lenet::layers::rbf::DIGITS_7X12.iter().map(|p| p.replace(' ', "/")).collect();
+    let pictures: Vec<String> = lenet::internal::layers::rbf::DIGITS_7X12.iter().map(|p| p.replace(' ', "/")).collect();
     spec.layers[13] = LayerSpec::Rbf { bitmaps: Bitmaps::Pictures(pictures) };
     assert!(spec.resolve().is_ok());
 }

@@ -1,9 +1,9 @@
-//! The whole network: the f64 reference chain (`lenet::reference::chain`, built from
+//! The whole network: the f64 reference chain (`lenet::internal::reference::chain`, built from
 //! the spec and the reference layers' plain loops) is checked against finite
 //! differences, and the f32 `Network` on the CPU engine is checked against it.
 
-use lenet::engine::cpu::CpuEngine;
-use lenet::engine::TrainStats;
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::engine::TrainStats;
 use lenet::network::Network;
 use lenet::spec::{Activation, Criterion, LenetOptions, Spec};
 use rand::{Rng, SeedableRng};
@@ -133,8 +133,8 @@ fn same_thread_count_is_bit_identical() {
 /// parameters alone.
 #[test]
 fn train_step_and_infer_are_the_passes_in_one_job() {
-    use lenet::data::idx::Images;
-    use lenet::engine::Engine;
+    use lenet::internal::engine::Engine;
+    use lenet::internal::idx::Images;
     use lenet::optim::{Optimizer, OptimizerKind};
 
     let spec = Spec::preset("d2l").unwrap();
@@ -230,8 +230,8 @@ fn train_step_and_infer_are_the_passes_in_one_job() {
 #[test]
 #[should_panic(expected = "inference-only")]
 fn layer_outputs_after_inference_are_refused() {
-    use lenet::data::idx::Images;
-    use lenet::engine::Engine;
+    use lenet::internal::engine::Engine;
+    use lenet::internal::idx::Images;
 
     let spec = Spec::preset("d2l").unwrap();
     let mut net = Network::new(CpuEngine::new(2).unwrap(), &spec).unwrap();
@@ -246,8 +246,8 @@ fn layer_outputs_after_inference_are_refused() {
 #[test]
 #[should_panic(expected = "inference-only")]
 fn layer_outputs_after_a_training_step_are_refused() {
-    use lenet::data::idx::Images;
-    use lenet::engine::Engine;
+    use lenet::internal::engine::Engine;
+    use lenet::internal::idx::Images;
     use lenet::optim::{Optimizer, OptimizerKind};
 
     let spec = Spec::preset("d2l").unwrap();

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 
-use lenet::data::pickle::{parse, PickleError, Scalar, Value};
+use lenet::internal::pickle::{parse, PickleError, Scalar, Value};
 
 #[path = "common/byte_edits.rs"]
 mod byte_edits;

@@ -3,7 +3,7 @@
 //! weights and dumped its outputs (−y), both of the paper's losses and every gradient to
 //! tests/fixtures/pytorch_lenet5.safetensors; lenet recomputes them here.
 
-use lenet::engine::cpu::CpuEngine;
+use lenet::internal::engine::cpu::CpuEngine;
 use lenet::network::Network;
 use lenet::spec::{Criterion, Spec};
 use safetensors::{Dtype, SafeTensors};

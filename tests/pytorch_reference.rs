@@ -25,10 +25,11 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use lenet::checkpoint::{self, Checkpoint, Meta};
-use lenet::data::{self, idx, DatasetKind, Images};
-use lenet::engine::cpu::CpuEngine;
-use lenet::engine::Engine;
-use lenet::export::onnx::ModelProto;
+use lenet::data::{self, DatasetKind, Images};
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::engine::Engine;
+use lenet::internal::export::onnx::ModelProto;
+use lenet::internal::idx;
 use lenet::network::Network;
 use lenet::optim::{Optimizer, OptimizerKind};
 use lenet::spec::{Normalize, Spec};
@@ -239,7 +240,7 @@ fn check_forward_backward(preset: &'static str) {
     let loss_err = scalar_rel_err(loss, want_loss);
     eprintln!(
         "{preset} on {}: loss {loss:.7} (PyTorch {want_loss:.7}), rel err {loss_err:.1e}; logits rel err {logits_err:.1e}",
-        lenet::layers::simd::isa().name()
+        lenet::internal::layers::simd::isa().name()
     );
     assert!(logits_err <= LOGITS_TOL, "{preset}: logits relative error {logits_err:.2e} > {LOGITS_TOL:e}");
     assert!(loss_err <= LOSS_TOL, "{preset}: loss relative error {loss_err:.2e} > {LOSS_TOL:e}");
@@ -363,7 +364,7 @@ fn fixture_is_small_complete_and_says_how_it_was_made() {
 /// process), so that no lane type escapes the PyTorch fixture.
 #[test]
 fn pytorch_fixture_matches_on_every_instruction_set() {
-    let sets = lenet::layers::simd::available();
+    let sets = lenet::internal::layers::simd::available();
     let exe = std::env::current_exe().unwrap();
     for set in &sets {
         let want = set.env_name();
@@ -429,7 +430,7 @@ fn lenet_scales_bytes_as_totensor_does() {
         let (shape, pixels) = f.u8s(&format!("{preset}.images"));
         assert_eq!(shape, [case.batch(), 28, 28]);
         // lenet's map byte·scale + shift against ToTensor's byte / 255: one rounding apart at most.
-        let (scale, shift) = lenet::input::pixel_affine(case.spec.input.normalize);
+        let (scale, shift) = lenet::internal::input::pixel_affine(case.spec.input.normalize);
         for (&p, &x) in pixels.iter().zip(&case.x) {
             let ours = p as f32 * scale + shift;
             assert!((ours - x).abs() as f64 <= ulp(x), "pixel {p}: lenet {ours}, ToTensor {x}");
@@ -563,7 +564,7 @@ fn export_logits_are_pytorchs() {
     let want = Fixture::get().values("d2l.logits");
     let err = rel_err(&logits, &want);
     assert!(err <= LOGITS_TOL, "exported logits off by {err:.2e}");
-    let want_pred: Vec<u8> = want.chunks(10).map(|r| lenet::layers::loss::argmax(r) as u8).collect();
+    let want_pred: Vec<u8> = want.chunks(10).map(|r| lenet::internal::layers::loss::argmax(r) as u8).collect();
     assert_eq!(st.tensor("predictions").unwrap().data(), want_pred.as_slice());
     assert_eq!(st.tensor("labels").unwrap().data(), Case::new("d2l").labels.as_slice());
     // Without --dataset, a checkpoint that does not say what it was trained on is refused.
@@ -661,7 +662,7 @@ fn export_onnx_covers_every_layer_kind() {
         let x: Vec<f32> = (0..batch * o.input_size * o.input_size).map(|_| rng.gen_range(-1.0..1.0)).collect();
         net.load_batch_values(&x, &[0, 1, 2]).unwrap();
         net.forward(batch);
-        let bytes = lenet::export::onnx::to_bytes(&spec, &params).unwrap();
+        let bytes = lenet::internal::export::onnx::to_bytes(&spec, &params).unwrap();
         let logits = run_onnx(&ModelProto::decode(bytes.as_slice()).unwrap(), &x, batch);
         let got: Vec<f32> = logits.iter().map(|&v| v as f32).collect();
         let err = rel_err(&got, &net.logits(batch));

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use base64::Engine as _;
-use lenet::data::idx;
 use lenet::data::Images;
-use lenet::viz::palette::{TEST_ACC, TRAIN_ACC, TRAIN_LOSS};
+use lenet::internal::idx;
+use lenet::internal::viz::palette::{TEST_ACC, TRAIN_ACC, TRAIN_LOSS};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

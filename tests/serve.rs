@@ -18,7 +18,7 @@ use image::{GrayImage, ImageFormat, Luma};
 use serde_json::Value;
 
 use lenet::data::DatasetKind;
-use lenet::input::pixel_affine;
+use lenet::internal::input::pixel_affine;
 use lenet::models;
 use server::Server;
 

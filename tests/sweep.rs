@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 mod toy_idx;
 
 use lenet::checkpoint;
-use lenet::run::RunDir;
-use lenet::sweep::report::mean_std;
-use lenet::sweep::{SweepDir, TrialFailure, TrialResult};
+use lenet::internal::run::RunDir;
+use lenet::internal::sweep::report::mean_std;
+use lenet::internal::sweep::{SweepDir, TrialFailure, TrialResult};
 
 fn lenet(data: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lenet"));
@@ -258,7 +258,7 @@ fn a_failed_trial_is_recorded_reported_and_not_retried_unasked() {
     let dir = tmp.path().join("sw");
     ok(lenet(&data).args(["sweep", "plan"]).arg(&file).arg("--out").arg(&dir));
     let o = run(lenet(&data).args(["sweep", "run"]).arg(&dir).args(["--index", "1"]));
-    assert_eq!(o.status.code(), Some(lenet::sweep::launch::EXIT_TRIAL_FAILED), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(lenet::internal::sweep::launch::EXIT_TRIAL_FAILED), "{}", text(&o));
     let f: TrialFailure =
         serde_json::from_slice(&std::fs::read(dir.join("results/0001.failed.json")).unwrap()).unwrap();
     assert!(f.error.contains("diverged") || f.error.contains("NaN"), "{}", f.error);

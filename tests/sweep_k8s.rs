@@ -119,7 +119,7 @@ fn the_indexed_job_runs_one_pod_per_trial_on_the_shared_volume() {
     // A failed trial (exit 3) is not retried; an evicted pod does not count as a retry.
     let rules = at("/spec/podFailurePolicy/rules");
     let fail = rules.as_array().unwrap().iter().find(|r| r["action"] == "FailIndex").unwrap();
-    assert_eq!(fail["onExitCodes"]["values"], serde_json::json!([lenet::sweep::launch::EXIT_TRIAL_FAILED]));
+    assert_eq!(fail["onExitCodes"]["values"], serde_json::json!([lenet::internal::sweep::launch::EXIT_TRIAL_FAILED]));
     assert_eq!(fail["onExitCodes"]["containerName"], c["name"]);
     assert!(rules
         .as_array()

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 mod toy_idx;
 
 use lenet::checkpoint;
-use lenet::run::RunDir;
-use lenet::sweep::SweepDir;
+use lenet::internal::run::RunDir;
+use lenet::internal::sweep::SweepDir;
 
 /// Enough that the cancelled task is mid-run (an epoch of the toy data takes ~0.1 s).
 const EPOCHS: usize = 50;

@@ -3,9 +3,9 @@
 //! and bad checkpoints or divergence give clear errors.
 
 use lenet::checkpoint::{self, Checkpoint};
-use lenet::engine::cpu::CpuEngine;
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::run::RunDir;
 use lenet::optim::OptimizerKind;
-use lenet::run::RunDir;
 use lenet::spec::Spec;
 use lenet::trainer::{Silent, TrainConfig, Trainer};
 

@@ -7,14 +7,14 @@ use std::path::Path;
 
 use image::RgbImage;
 use lenet::data::{Images, Split};
-use lenet::engine::cpu::CpuEngine;
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::viz::curves::{ComparePlot, Curves, CurvesPlot, EpochEval};
+use lenet::internal::viz::heatmap::{blues, ConfusionPlot};
+use lenet::internal::viz::palette::{RUNS, TEST_ACC, TRAIN_ACC, TRAIN_LOSS};
+use lenet::internal::viz::{to_rgb, to_svg};
 use lenet::optim::OptimizerKind;
 use lenet::spec::Spec;
 use lenet::trainer::{is_curve_batch, CurvePoint, EpochMetrics, Observer, TrainConfig, Trainer};
-use lenet::viz::curves::{ComparePlot, Curves, CurvesPlot, EpochEval};
-use lenet::viz::heatmap::{blues, ConfusionPlot};
-use lenet::viz::palette::{RUNS, TEST_ACC, TRAIN_ACC, TRAIN_LOSS};
-use lenet::viz::{to_rgb, to_svg};
 use plotters::style::RGBColor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -197,7 +197,7 @@ fn compare_overlays_runs_with_a_legend() {
     }
     let img = to_rgb(&ComparePlot { runs: &runs }).unwrap();
     assert!(pixels_of(&img, RUNS[0]).len() > 300 && pixels_of(&img, RUNS[1]).len() > 300);
-    assert!(lenet::viz::to_svg(&ComparePlot { runs: &[] }).is_err());
+    assert!(lenet::internal::viz::to_svg(&ComparePlot { runs: &[] }).is_err());
 }
 
 #[test]
@@ -229,8 +229,10 @@ fn live_chart_draws_braille_curves_legend_and_status() {
     use ratatui::Terminal;
     let c = synthetic("live", 4, 2.3, 0.1);
     let mut term = Terminal::new(TestBackend::new(90, 18)).unwrap();
-    term.draw(|f| lenet::viz::live::render(&c, "epoch 4/4 [=====>    ] 12/19 batches", f.area(), f.buffer_mut()))
-        .unwrap();
+    term.draw(|f| {
+        lenet::internal::viz::live::render(&c, "epoch 4/4 [=====>    ] 12/19 batches", f.area(), f.buffer_mut())
+    })
+    .unwrap();
     let buf = term.backend().buffer().clone();
     let text: String = buf.content().iter().map(|cell| cell.symbol()).collect();
     let braille = text.chars().filter(|ch| ('\u{2801}'..='\u{28FF}').contains(ch)).count();
@@ -238,9 +240,9 @@ fn live_chart_draws_braille_curves_legend_and_status() {
     for s in ["train loss", "train acc", "test acc", "epoch 4/4", "12/19 batches", "live"] {
         assert!(text.contains(s), "the chart lacks {s}");
     }
-    assert_eq!(lenet::viz::live::bar(5, 10, 10), "[====>     ]");
-    assert_eq!(lenet::viz::live::bar(0, 10, 4), "[    ]");
-    assert_eq!(lenet::viz::live::bar(10, 10, 4), "[====]");
+    assert_eq!(lenet::internal::viz::live::bar(5, 10, 10), "[====>     ]");
+    assert_eq!(lenet::internal::viz::live::bar(0, 10, 4), "[    ]");
+    assert_eq!(lenet::internal::viz::live::bar(10, 10, 4), "[====]");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use lenet::data::DatasetKind;
-use lenet::engine::cpu::CpuEngine;
+use lenet::internal::engine::cpu::CpuEngine;
 use lenet::network::Network;
 use lenet::predict::{decode_image, prepare, Style};
 use lenet::trainer::TrainConfig;
@@ -40,10 +40,10 @@ fn scratch_file(target: &str) -> PathBuf {
 pub fn idx(data: &[u8]) {
     let path = scratch_file("idx");
     std::fs::write(&path, data).expect("scratch file");
-    if let Ok(images) = lenet::data::idx::read_images(&path) {
+    if let Ok(images) = lenet::internal::idx::read_images(&path) {
         assert_eq!(images.pixels.len(), images.count * images.rows * images.cols);
     }
-    if let Ok(labels) = lenet::data::idx::read_labels(&path) {
+    if let Ok(labels) = lenet::internal::idx::read_labels(&path) {
         assert!(labels.iter().all(|&l| l < 10));
     }
     let _ = std::fs::remove_file(&path);
@@ -51,8 +51,8 @@ pub fn idx(data: &[u8]) {
 
 /// The pickle importer: the parser, then the walk that finds MNIST's splits in it.
 pub fn pickle(data: &[u8]) {
-    let Ok(value) = lenet::data::pickle::parse(data) else { return };
-    if let Ok(splits) = lenet::data::import::splits_from_pickle(&value) {
+    let Ok(value) = lenet::internal::pickle::parse(data) else { return };
+    if let Ok(splits) = lenet::internal::import::splits_from_pickle(&value) {
         for s in &splits {
             assert_eq!(s.images.pixels.len(), s.images.count * 784);
             assert_eq!(s.labels.len(), s.images.count);

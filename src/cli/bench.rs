@@ -6,9 +6,9 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use lenet::bench::{self, BenchConfig};
 use lenet::data::{self, DatasetKind};
-use lenet::engine::cpu::CpuEngine;
+use lenet::internal::bench::{self, BenchConfig};
+use lenet::internal::engine::cpu::CpuEngine;
 use lenet::optim::OptimizerKind;
 
 use super::arch::ArchArgs;
@@ -179,10 +179,10 @@ pub fn run(args: BenchArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     Ok(())
 }
 
-/// `lenet bench --kernels`: the table of [`lenet::layers::conv_probe`].
+/// `lenet bench --kernels`: the table of [`lenet::internal::layers::conv_probe`].
 fn kernels(args: &BenchArgs) -> Result<()> {
     let (reps, rounds) = if args.quick { (10, 1) } else { (2000, args.repeats.max(1)) };
-    let timings = lenet::layers::conv_probe::time_conv_kernels(reps, rounds);
+    let timings = lenet::internal::layers::conv_probe::time_conv_kernels(reps, rounds);
     if args.json {
         let rows: Vec<_> = timings
             .iter()
@@ -191,13 +191,13 @@ fn kernels(args: &BenchArgs) -> Result<()> {
                     "us_per_example": t.us_per_example(), "gflops": t.gflops})
             })
             .collect();
-        println!("{}", serde_json::json!({"isa": lenet::layers::simd::isa().name(), "kernels": rows}));
+        println!("{}", serde_json::json!({"isa": lenet::internal::layers::simd::isa().name(), "kernels": rows}));
         return Ok(());
     }
     println!(
         "convolution kernels on {}, one tile of {} examples, hot caches, best of {rounds} x {reps} calls",
-        lenet::layers::simd::isa().name(),
-        lenet::layers::L
+        lenet::internal::layers::simd::isa().name(),
+        lenet::internal::layers::L
     );
     println!("  {:<26} {:>10} {:>12} {:>8}", "kernel", "us/tile", "us/example", "GFLOP/s");
     for t in &timings {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use lenet::viz::curves::{ComparePlot, Curves};
-use lenet::viz::save;
+use lenet::internal::viz::curves::{ComparePlot, Curves};
+use lenet::internal::viz::save;
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {

@@ -6,10 +6,11 @@ use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 
 use lenet::checkpoint::Checkpoint;
-use lenet::data::augment::Augment;
-use lenet::data::fetch::{self, FetchOptions};
-use lenet::data::preview::{augment_grid, preview_grid, save_png, single_image, GridOptions};
-use lenet::data::{self, import, locate, verify, DatasetKind, Part, Split};
+use lenet::data::{self, locate, DatasetKind, Part, Split};
+use lenet::internal::augment::Augment;
+use lenet::internal::fetch::{self, FetchOptions};
+use lenet::internal::preview::{augment_grid, preview_grid, save_png, single_image, GridOptions};
+use lenet::internal::{import, verify};
 use lenet::models::ModelSource;
 use lenet::trainer::trained_on;
 

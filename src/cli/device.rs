@@ -4,10 +4,10 @@
 use anyhow::Result;
 use clap::Args;
 
-use lenet::engine::choice::DeviceChoice;
-use lenet::engine::cpu::CpuEngine;
+use lenet::internal::engine::choice::DeviceChoice;
+use lenet::internal::engine::cpu::CpuEngine;
 #[cfg(feature = "gpu")]
-use lenet::engine::gpu::engine::GpuEngine;
+use lenet::internal::engine::gpu::engine::GpuEngine;
 
 #[derive(Args, Debug, Clone, Copy)]
 pub struct DeviceArgs {
@@ -26,7 +26,7 @@ pub enum AnyEngine {
 
 impl AnyEngine {
     pub fn describe(&self) -> String {
-        use lenet::engine::Engine;
+        use lenet::internal::engine::Engine;
         match self {
             AnyEngine::Cpu(e) => e.describe(),
             #[cfg(feature = "gpu")]
@@ -40,7 +40,7 @@ impl AnyEngine {
 pub fn open(choice: DeviceChoice, threads: usize) -> Result<AnyEngine> {
     #[cfg(feature = "gpu")]
     {
-        use lenet::engine::gpu::device::{choose, Chosen};
+        use lenet::internal::engine::gpu::device::{choose, Chosen};
         match choose(choice)? {
             Chosen::Gpu(gpu) => Ok(AnyEngine::Gpu(Box::new(GpuEngine::new(gpu)?))),
             Chosen::Cpu { fallback } => {

@@ -1,6 +1,6 @@
 //! `lenet devices`: the GPU adapters this machine has, and where `--device auto` would run.
 
-use lenet::engine::gpu::device::{adapters, choose, Chosen, DeviceChoice};
+use lenet::internal::engine::gpu::device::{adapters, choose, Chosen, DeviceChoice};
 
 pub fn run() -> anyhow::Result<()> {
     match adapters() {

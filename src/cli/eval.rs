@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::Args;
 
 use lenet::data::DatasetKind;
-use lenet::engine::Engine;
 use lenet::eval::evaluate;
+use lenet::internal::engine::Engine;
 use lenet::network::Network;
 use lenet::trainer::EVAL_BATCH;
 
@@ -57,8 +57,8 @@ pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
     if let Some(path) = &args.confusion {
         let split = format!("{:?}", args.split).to_lowercase();
         let title = format!("{} on {kind} {split}: accuracy {:.4}", ck.spec.name, result.accuracy);
-        let plot = lenet::viz::heatmap::ConfusionPlot::new(&result.confusion, &kind.class_names(), &title)?;
-        lenet::viz::save(&plot, path)?;
+        let plot = lenet::internal::viz::heatmap::ConfusionPlot::new(&result.confusion, &kind.class_names(), &title)?;
+        lenet::internal::viz::save(&plot, path)?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args};
 
-use lenet::atomic::write_atomic;
 use lenet::checkpoint;
 use lenet::data::DatasetKind;
-use lenet::engine::Engine;
-use lenet::export;
+use lenet::internal::atomic::write_atomic;
+use lenet::internal::engine::Engine;
+use lenet::internal::export;
 use lenet::network::Network;
 use lenet::trainer::EVAL_BATCH;
 

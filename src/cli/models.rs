@@ -7,12 +7,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 
-use lenet::atomic::write_atomic;
 use lenet::checkpoint;
 use lenet::data;
-use lenet::engine::cpu::CpuEngine;
-use lenet::engine::Engine;
 use lenet::eval::evaluate;
+use lenet::internal::atomic::write_atomic;
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::engine::Engine;
 use lenet::models::{self, model_of, ModelCard, ModelSource};
 use lenet::network::Network;
 use lenet::trainer::{TrainConfig, EVAL_BATCH};
@@ -128,7 +128,7 @@ fn pack(run_dir: &Path, name: &str, command: &str, out: &Path, data_dir: Option<
         seed: config.seed,
         epochs: ck.meta.epoch,
         threads: config.threads,
-        isa: lenet::layers::simd::isa().env_name().to_string(),
+        isa: lenet::internal::layers::simd::isa().env_name().to_string(),
         cpu: cpu_name(),
         lenet_version: env!("CARGO_PKG_VERSION").to_string(),
         date: models::today(),

@@ -9,15 +9,15 @@ use serde_json::json;
 
 use lenet::checkpoint::Checkpoint;
 use lenet::data::{DatasetKind, Images};
-use lenet::engine::Engine;
+use lenet::internal::engine::Engine;
+use lenet::internal::viz::grid::{prediction_grid, Classified, GridOptions};
+use lenet::internal::viz::save_rgb_png;
 use lenet::models::ModelSource;
 use lenet::network::Network;
 use lenet::predict::{
     load_image, outputs, picture_json, prepare, probabilities, softmax, top_json, top_k, Prepared, Style, SIDE,
 };
 use lenet::trainer::{trained_on, EVAL_BATCH};
-use lenet::viz::grid::{prediction_grid, Classified, GridOptions};
-use lenet::viz::save_rgb_png;
 
 use super::arch::ArchArgs;
 use super::data::{split_for_model, SplitName};
@@ -153,7 +153,7 @@ where
             let stem = args.images[*i].file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let out = dir.join(format!("{stem}.{SIDE}x{SIDE}.png"));
             let img = image::GrayImage::from_raw(SIDE as u32, SIDE as u32, p.pixels.clone()).expect("28×28");
-            lenet::data::preview::save_png(&img, &out)?;
+            lenet::internal::preview::save_png(&img, &out)?;
         }
     }
     let images = Images {

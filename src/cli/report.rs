@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 
-use lenet::atomic::write_atomic;
-use lenet::report::{Report, ReportOptions};
+use lenet::internal::atomic::write_atomic;
+use lenet::internal::report::{Report, ReportOptions};
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use lenet::internal::serve::limit::RateLimit;
+use lenet::internal::serve::model::ServedModel;
+use lenet::internal::serve::{serve, App, Connections, Limits};
 use lenet::models::{ModelSource, SHIPPED};
-use lenet::serve::limit::RateLimit;
-use lenet::serve::model::ServedModel;
-use lenet::serve::{serve, App, Connections, Limits};
 
 use super::arch::ArchArgs;
 use super::models::source;

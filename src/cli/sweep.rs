@@ -12,10 +12,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use lenet::atomic::write_atomic;
-use lenet::sweep::launch::{self, EXIT_INTERRUPTED, EXIT_TRIAL_FAILED};
-use lenet::sweep::report::SweepReport;
-use lenet::sweep::{Status, SweepDir, SweepFile, SweepStopped, Trial, TrialFailed, TrialResult};
+use lenet::internal::atomic::write_atomic;
+use lenet::internal::sweep::launch::{self, EXIT_INTERRUPTED, EXIT_TRIAL_FAILED};
+use lenet::internal::sweep::report::SweepReport;
+use lenet::internal::sweep::{Status, SweepDir, SweepFile, SweepStopped, Trial, TrialFailed, TrialResult};
 use lenet::trainer::{Diverged, Interrupted};
 
 use super::{Cli, Command as LenetCommand};
@@ -228,7 +228,7 @@ fn plan(file: &Path, out: &Path) -> Result<()> {
         // Not copied into the sweep folder yet: the files where the sweep file names them.
         for a in args.iter_mut() {
             if let Some((_, found)) =
-                arch_files.iter().find(|(written, _)| *a == lenet::sweep::plan::arch_copy(written))
+                arch_files.iter().find(|(written, _)| *a == lenet::internal::sweep::plan::arch_copy(written))
             {
                 *a = found.to_string_lossy().into_owned();
             }
@@ -326,12 +326,12 @@ fn run_trial(
         println!("trial {i} ({}) had finished training: result recorded", trial.name);
         return Ok(());
     }
-    let resuming = !lenet::run::RunDir { path: run.clone() }.checkpoints().is_empty();
+    let resuming = !lenet::internal::run::RunDir { path: run.clone() }.checkpoints().is_empty();
     let args = if resuming {
         // The checkpoint holds the config; where it runs is the trial's choice still.
         let mut a = vec!["train".into(), "--resume".into(), run.to_string_lossy().into_owned()];
         if let Some(device) = trial.options.get("device") {
-            a.extend(["--device".into(), lenet::sweep::plan::show(device)]);
+            a.extend(["--device".into(), lenet::internal::sweep::plan::show(device)]);
         }
         a
     } else {
@@ -339,7 +339,7 @@ fn run_trial(
         a.extend(["--run-dir".into(), run.to_string_lossy().into_owned()]);
         a
     };
-    println!("trial {i} of {count}: {}  ({})", trial.name, lenet::sweep::hostname());
+    println!("trial {i} of {count}: {}  ({})", trial.name, lenet::internal::sweep::hostname());
     println!("lenet {}", args.join(" "));
     let data_dir = data_dir.map(Path::to_path_buf).or(trial.data_dir());
     let trained = parse_train(&args).and_then(|t| super::train::run(*t, data_dir.as_deref()));

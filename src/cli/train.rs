@@ -11,18 +11,18 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use lenet::checkpoint;
-use lenet::data::augment::Augment;
 use lenet::data::{self, DatasetKind};
-use lenet::engine::cpu::CpuEngine;
-use lenet::engine::Engine;
 use lenet::init::Init;
+use lenet::internal::augment::Augment;
+use lenet::internal::engine::cpu::CpuEngine;
+use lenet::internal::engine::Engine;
+use lenet::internal::run::RunDir;
+use lenet::internal::viz::curves::{Curves, EpochEval};
+use lenet::internal::viz::live::{self, LiveTerminal};
 use lenet::models::ModelSource;
 use lenet::optim::OptimizerKind;
-use lenet::run::RunDir;
 use lenet::schedule::LrSchedule;
 use lenet::trainer::{CurvePoint, EpochMetrics, Interrupted, Observer, TrainConfig, Trainer};
-use lenet::viz::curves::{Curves, EpochEval};
-use lenet::viz::live::{self, LiveTerminal};
 
 use super::arch::ArchArgs;
 use super::device::{self, on_engine, DeviceArgs};
@@ -516,6 +516,7 @@ fn write_confusion(run_dir: &RunDir, cfg: &TrainConfig, test: &lenet::data::Spli
     let result = lenet::eval::evaluate(&mut net, &examples, lenet::trainer::EVAL_BATCH);
     let title =
         format!("{} on {} test, epoch {}: accuracy {:.4}", ck.spec.name, cfg.dataset, ck.meta.epoch, result.accuracy);
-    let plot = lenet::viz::heatmap::ConfusionPlot::new(&result.confusion, &cfg.dataset.class_names(), &title)?;
-    lenet::viz::save(&plot, &run_dir.path.join("confusion.png"))
+    let plot =
+        lenet::internal::viz::heatmap::ConfusionPlot::new(&result.confusion, &cfg.dataset.class_names(), &title)?;
+    lenet::internal::viz::save(&plot, &run_dir.path.join("confusion.png"))
 }

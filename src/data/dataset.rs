@@ -11,10 +11,14 @@ use rand_chacha::ChaCha8Rng;
 
 use super::idx::{self, IdxError, Images};
 
+/// Which dataset: both are 28×28 u8 grayscale images in 10 classes, 60,000 to
+/// train on and 10,000 to test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetKind {
+    /// MNIST: handwritten digits; an image's label is its digit, 0–9.
     Mnist,
+    /// Fashion-MNIST: Zalando's pictures of clothes, shoes and bags.
     FashionMnist,
 }
 
@@ -33,6 +37,7 @@ pub struct DataFile {
 }
 
 impl DataFile {
+    /// The compressed file's name: `<stem>.gz`.
     pub fn gz_name(&self) -> String {
         format!("{}.gz", self.stem)
     }
@@ -93,8 +98,11 @@ const FASHION_FILES: [DataFile; 4] = [
 ];
 
 impl DatasetKind {
+    /// Both datasets, MNIST first.
     pub const ALL: [DatasetKind; 2] = [DatasetKind::Mnist, DatasetKind::FashionMnist];
 
+    /// The name on the command line, in folder names and in messages: `mnist` or
+    /// `fashion-mnist`.
     pub fn name(self) -> &'static str {
         match self {
             DatasetKind::Mnist => "mnist",
@@ -102,6 +110,7 @@ impl DatasetKind {
         }
     }
 
+    /// The classes' names, indexed by label 0–9 (MNIST's are the digits).
     pub fn class_names(self) -> [&'static str; 10] {
         match self {
             DatasetKind::Mnist => ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
@@ -164,7 +173,9 @@ impl FromStr for DatasetKind {
 /// One of a dataset's two splits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
+    /// The training split (60,000 examples).
     Train,
+    /// The test split (10,000 examples).
     Test,
 }
 
@@ -180,14 +191,18 @@ impl std::fmt::Display for Part {
 /// Images with their labels, kept as u8.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Split {
+    /// The images: (N, rows, cols) u8 pixels, 0–255, row-major.
     pub images: Images,
+    /// Labels 0–9, one per image, in the images' order.
     pub labels: Vec<u8>,
 }
 
 impl Split {
+    /// Number of examples.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
+    /// True when the split holds no examples.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -246,9 +261,13 @@ impl Split {
 /// A dataset loaded from disk: train (60000) and test (10000).
 #[derive(Clone, Debug)]
 pub struct Dataset {
+    /// Which dataset it is.
     pub kind: DatasetKind,
+    /// The folder the four files were read from.
     pub dir: PathBuf,
+    /// The training split (60,000 examples).
     pub train: Split,
+    /// The test split (10,000 examples).
     pub test: Split,
 }
 
@@ -263,7 +282,7 @@ pub fn is_complete(dir: &Path, kind: DatasetKind) -> bool {
 }
 
 impl Dataset {
-    /// Load the four IDX files from `dir` (use [`super::locate`] to find it).
+    /// Load the four IDX files from `dir` (use [`super::locate()`] to find it).
     pub fn load_from(kind: DatasetKind, dir: &Path) -> Result<Dataset, IdxError> {
         let train = Self::load_part_from(kind, dir, Part::Train)?;
         let test = Self::load_part_from(kind, dir, Part::Test)?;

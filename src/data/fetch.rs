@@ -24,10 +24,10 @@ use flate2::read::GzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 use md5::{Digest, Md5};
 
-use super::dataset::{file_in, DataFile, DatasetKind};
-use super::idx::{self, IdxError};
-use super::locate::DEBIAN_FASHION_DIR;
 use crate::atomic::{AtomicFile, WriteError};
+use crate::data::dataset::{file_in, DataFile, DatasetKind};
+use crate::data::idx::{self, IdxError};
+use crate::data::locate::DEBIAN_FASHION_DIR;
 
 /// How downloads behave.
 #[derive(Clone, Debug, PartialEq, Eq)]

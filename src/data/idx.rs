@@ -52,16 +52,22 @@ fn describe_magic(magic: u32) -> &'static str {
 /// A stack of `count` grayscale images of `rows`×`cols` u8 pixels, row-major.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Images {
+    /// Number of images (N).
     pub count: usize,
+    /// Image height, pixels.
     pub rows: usize,
+    /// Image width, pixels.
     pub cols: usize,
+    /// All pixels, (N, rows, cols) u8, 0–255, row-major, image after image.
     pub pixels: Vec<u8>,
 }
 
 impl Images {
+    /// Pixels in one image: rows × cols.
     pub fn pixels_per_image(&self) -> usize {
         self.rows * self.cols
     }
+    /// The rows × cols pixels of image `i`, row-major (panics when `i` ≥ count).
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.pixels_per_image();
         &self.pixels[i * n..(i + 1) * n]

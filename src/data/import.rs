@@ -18,9 +18,9 @@ use anyhow::{anyhow, bail, Context};
 use flate2::read::MultiGzDecoder;
 use md5::{Digest, Md5};
 
-use super::dataset::{DatasetKind, Split};
-use super::idx::{self, Images};
-use super::pickle::{self, NdArray, Scalar, ScalarType, Value};
+use crate::data::dataset::{DatasetKind, Split};
+use crate::data::idx::{self, Images};
+use crate::data::pickle::{self, NdArray, Scalar, ScalarType, Value};
 
 /// Side of an MNIST image.
 pub const SIDE: usize = 28;

@@ -12,7 +12,10 @@ pub const DEBIAN_FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// One place to look, and why it is on the list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
+    /// The folder to look in for the four files.
     pub dir: PathBuf,
+    /// Where it came from, as the error names it: `--data-dir`, `$LENET_DATA`,
+    /// `user cache` or Debian's package.
     pub origin: &'static str,
 }
 
@@ -53,7 +56,9 @@ pub fn candidates(kind: DatasetKind, data_dir: Option<&Path>) -> Vec<Candidate> 
 /// The dataset could not be found anywhere.
 #[derive(Debug, Clone)]
 pub struct NotFound {
+    /// The dataset looked for.
     pub kind: DatasetKind,
+    /// Every folder looked in, in search order.
     pub looked: Vec<Candidate>,
 }
 

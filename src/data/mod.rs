@@ -1,27 +1,36 @@
-//! The data layer: IDX files, the MNIST and Fashion-MNIST datasets, finding,
-//! fetching, importing, verifying, previewing and distorting them.
+//! The datasets: MNIST and Fashion-MNIST, each 60,000 training and 10,000 test images
+//! of 28×28 bytes with labels 0–9, found on this machine ([`locate()`]) and loaded
+//! from their IDX files ([`Dataset::load`]). `lenet data fetch` and `scripts/setup-data`
+//! install them.
 
-pub mod augment;
 pub mod dataset;
-pub mod fetch;
-pub mod idx;
-pub mod import;
 pub mod locate;
-pub mod pickle;
-pub mod preview;
-pub mod verify;
+
+// The file formats and tools live in `crate::internal`; inside the crate they keep
+// their paths under `data`.
+pub(crate) use crate::internal::{augment, idx, pickle};
 
 pub use dataset::{DataFile, Dataset, DatasetKind, Part, Split};
 pub use idx::{IdxError, Images};
 pub use locate::{locate, NotFound};
 
-/// Find a dataset (see [`locate`]) and load it.
+impl Dataset {
+    /// Find a dataset on this machine and load both splits (about 55 MB): in `data_dir`
+    /// when given, else in `$LENET_DATA`, `~/.cache/lenet/<dataset>` and Debian's
+    /// `/usr/share/datasets/fashion-mnist` ([`locate()`]). When it is nowhere, the error
+    /// lists every place it looked and the commands that install it.
+    pub fn load(kind: DatasetKind, data_dir: Option<&std::path::Path>) -> anyhow::Result<Dataset> {
+        load(kind, data_dir)
+    }
+}
+
+/// Find a dataset (see [`locate()`]) and load it.
 pub fn load(kind: DatasetKind, data_dir: Option<&std::path::Path>) -> anyhow::Result<Dataset> {
     let dir = locate(kind, data_dir)?;
     Ok(Dataset::load_from(kind, &dir)?)
 }
 
-/// Find a dataset (see [`locate`]) and load one of its splits: evaluating a model never
+/// Find a dataset (see [`locate()`]) and load one of its splits: evaluating a model never
 /// reads the 47 MB of training images.
 pub fn load_part(kind: DatasetKind, data_dir: Option<&std::path::Path>, part: Part) -> anyhow::Result<Split> {
     let dir = locate(kind, data_dir)?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use image::{GrayImage, Luma};
 
-use super::dataset::Split;
+use crate::data::dataset::Split;
 
 pub use crate::viz::grid::GridOptions;
 
@@ -62,7 +62,7 @@ pub fn preview_grid(split: &Split, class_names: &[&str; 10], start: usize, n: us
 pub fn augment_grid(
     split: &Split,
     index: usize,
-    aug: &super::augment::Augment,
+    aug: &crate::data::augment::Augment,
     seed: u64,
     n: usize,
     opts: &GridOptions,
@@ -72,8 +72,8 @@ pub fn augment_grid(
     let distorted: Vec<Vec<u8>> = (1..n.max(1))
         .map(|epoch| {
             let mut out = vec![0u8; rows * cols];
-            let key = super::augment::DrawKey::new(seed, epoch, index);
-            super::augment::distort(aug, original, rows, cols, &key, &mut out);
+            let key = crate::data::augment::DrawKey::new(seed, epoch, index);
+            crate::data::augment::distort(aug, original, rows, cols, &key, &mut out);
             out
         })
         .collect();

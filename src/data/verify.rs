@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
-use super::dataset::{file_in, DataFile, Dataset, DatasetKind};
-use super::idx::{self, IdxError};
+use crate::data::dataset::{file_in, DataFile, Dataset, DatasetKind};
+use crate::data::idx::{self, IdxError};
 
 /// The check of one file.
 #[derive(Clone, Debug)]

@@ -355,7 +355,7 @@ pub trait Engine: Sync + Sized + 'static {
         class_weights: Option<Self::View<'_>>,
         dlogits: Option<Self::ViewMut<'_>>,
     ) -> LossStats;
-    /// out (B, C, H/s, W/s) = coef[c] · Σ_block inp (B, C, H, W) + bias[c].
+    /// `out (B, C, H/s, W/s) = coef[c] · Σ_block inp (B, C, H, W) + bias[c]`.
     fn subsample_forward(
         &self,
         g: &SubsampleGeom,

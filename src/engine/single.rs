@@ -4,7 +4,7 @@
 //! the example ([`crate::layers::direct`] for convolutions and linear layers), so that
 //! a batch of one keeps every vector lane busy and touches no buffer it does not need.
 //! Each example's forward and backward passes are one call compiled for the CPU's
-//! vector instructions ([`crate::layers::dispatch`]).
+//! vector instructions (`crate::layers::dispatch`).
 //!
 //! Every layer's output is kept for the whole batch (NCHW, as [`super::Layerwise`]
 //! keeps them); parameter gradients are accumulated example by example, in order, so

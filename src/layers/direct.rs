@@ -2,7 +2,7 @@
 //! (convolutions) or input features (linear layers): the kernels of LeNet-5's one
 //! pattern per update, where the batch-in-lanes tiles of [`super::conv`] would leave
 //! 15 of 16 lanes idle. Plain loops the compiler vectorises; call them inside
-//! [`super::dispatch`] so that they are compiled for the CPU's vector instructions.
+//! `super::dispatch` so that they are compiled for the CPU's vector instructions.
 //! Sums run in a fixed order, so results repeat bit for bit.
 
 use super::conv::ConvGeom;

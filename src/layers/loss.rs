@@ -1,6 +1,6 @@
 //! The training criteria, with optional class weights: softmax cross-entropy,
 //! PyTorch's `CrossEntropyLoss(weight=w, reduction="mean")`, whose loss is
-//! Σ_i w[y_i]·(−log p_i[y_i]) / Σ_i w[y_i]; and LeNet-5's equations 8 and 9 on RBF
+//! `Σ_i w[y_i]·(−log p_i[y_i]) / Σ_i w[y_i]`; and LeNet-5's equations 8 and 9 on RBF
 //! outputs (see [`Criterion`]), weighted and averaged the same way.
 
 use super::Real;
@@ -9,9 +9,9 @@ use crate::spec::Criterion;
 /// What one batch's loss pass measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LossStats {
-    /// Σ_i w[y_i]·(−log p_i[y_i]), in f64.
+    /// `Σ_i w[y_i]·(−log p_i[y_i])`, in f64.
     pub weighted_loss_sum: f64,
-    /// Σ_i w[y_i].
+    /// `Σ_i w[y_i]`.
     pub weight_sum: f64,
     /// Examples whose highest logit is the label.
     pub correct: usize,
@@ -35,13 +35,13 @@ pub fn argmax<T: Real>(row: &[T]) -> usize {
     best
 }
 
-/// Σ_i w[y_i] over a batch's labels (all weights 1 when `class_weights` is None),
+/// `Σ_i w[y_i]` over a batch's labels (all weights 1 when `class_weights` is None),
 /// summed in label order: the normaliser of the mean loss.
 pub fn weight_sum<T: Real>(labels: &[u8], class_weights: Option<&[T]>) -> T {
     labels.iter().map(|&y| class_weight(class_weights, y as usize)).sum()
 }
 
-/// w[y], or 1 without class weights.
+/// `w[y]`, or 1 without class weights.
 pub fn class_weight<T: Real>(class_weights: Option<&[T]>, y: usize) -> T {
     class_weights.map_or(T::one(), |w| w[y])
 }
@@ -77,7 +77,7 @@ pub fn example_loss<T: Real>(
 }
 
 /// One example's logits `z` against label `y` whose class weight is `weight`:
-/// returns w·(−log p[y]) and whether the highest logit is the label; when `d` is
+/// returns `w·(−log p[y])` and whether the highest logit is the label; when `d` is
 /// given, writes the example's row of ∂(mean loss)/∂logits, w·(p − onehot(y)) / `weight_sum`.
 pub fn xent_example<T: Real>(d: Option<&mut [T]>, z: &[T], y: usize, weight: T, weight_sum: T) -> (f64, bool) {
     xent_with_rubbish(d, z, y, weight, weight_sum, None)
@@ -114,7 +114,7 @@ fn xent_with_rubbish<T: Real>(
 }
 
 /// Loss and accuracy of logits (B, C) against labels (B); when `dlogits` is
-/// given, also the gradient of the mean loss: w[y_i]·(p_i − onehot(y_i)) / Σ w.
+/// given, also the gradient of the mean loss: `w[y_i]·(p_i − onehot(y_i)) / Σ w`.
 pub fn softmax_xent<T: Real>(
     dlogits: Option<&mut [T]>,
     logits: &[T],
@@ -126,7 +126,7 @@ pub fn softmax_xent<T: Real>(
 }
 
 /// Loss and accuracy of outputs (B, C) against labels (B) under `criterion`: the
-/// weighted mean Σ_i w[y_i]·E_i / Σ w; when `dlogits` is given, also its gradient.
+/// weighted mean `Σ_i w[y_i]·E_i / Σ w`; when `dlogits` is given, also its gradient.
 pub fn batch_loss<T: Real>(
     criterion: Criterion,
     dlogits: Option<&mut [T]>,

@@ -21,7 +21,7 @@
 //! parameter gradients are summed in chunk order, so the same thread count always
 //! gives bit-identical results.
 //!
-//! Kernels are `#[inline(always)]` and reach the machine through [`simd::dispatch`],
+//! Kernels are `#[inline(always)]` and reach the machine through `dispatch`,
 //! which runs a closure inside a function compiled for AVX-512 or AVX2+FMA when the
 //! CPU has them (chosen once at run time), so the same generic code becomes 512-bit
 //! or 256-bit vector code.

@@ -41,7 +41,7 @@ impl SubsampleGeom {
     }
 }
 
-/// out (B, C, OH, OW) = coef[c] · Σ_block inp (B, C, H, W) + bias[c].
+/// `out (B, C, OH, OW) = coef[c] · Σ_block inp (B, C, H, W) + bias[c]`.
 pub fn subsample_forward<T: Real>(out: &mut [T], inp: &[T], coef: &[T], bias: &[T], g: &SubsampleGeom, batch: usize) {
     let (hw, ohw) = (g.h * g.w, g.oh() * g.ow());
     for p in 0..batch * g.c {
@@ -55,8 +55,8 @@ pub fn subsample_forward<T: Real>(out: &mut [T], inp: &[T], coef: &[T], bias: &[
     }
 }
 
-/// dcoef[c] += Σ dout · block sum, dbias[c] += Σ dout and, when given,
-/// dinp = coef[c] · dout of the block's output (zero under no block).
+/// `dcoef[c] += Σ dout · block sum`, `dbias[c] += Σ dout` and, when given,
+/// `dinp = coef[c] · dout` of the block's output (zero under no block).
 #[allow(clippy::too_many_arguments)]
 pub fn subsample_backward<T: Real>(
     dinp: Option<&mut [T]>,
@@ -110,8 +110,8 @@ fn spread<T: Real>(dinp: &mut [T], dout: &[T], scale: &[T], g: &SubsampleGeom, b
 }
 
 /// The Gauss–Newton second derivatives (appendix C of the paper) through the layer:
-/// hcoef[c] += Σ d2out · (block sum)², hbias[c] += Σ d2out and, when given,
-/// d2inp = coef[c]² · d2out of the block's output.
+/// `hcoef[c] += Σ d2out · (block sum)²`, `hbias[c] += Σ d2out` and, when given,
+/// `d2inp = coef[c]² · d2out` of the block's output.
 #[allow(clippy::too_many_arguments)]
 pub fn subsample_curvature<T: Real>(
     d2inp: Option<&mut [T]>,

@@ -7,20 +7,30 @@ use crate::data::DatasetKind;
 /// What a shipped model is and how it was made: `lenet models show NAME` prints it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelCard {
+    /// The shipped model's name, `<dataset>-<preset>`.
     pub name: String,
+    /// The dataset it was trained and tested on.
     pub dataset: DatasetKind,
     /// The preset the architecture is.
     pub architecture: String,
+    /// Length of the flat parameter buffer (a masked convolution's left-out weights,
+    /// held at zero, included).
     pub parameters: usize,
     /// The `lenet train` command that trained it (scripts/train-models runs it).
     pub command: String,
+    /// The training run's seed (`--seed`).
     pub seed: u64,
+    /// Epochs trained: the epoch of the run's last checkpoint.
     pub epochs: usize,
     /// CPU threads and instruction set (`LENET_ISA`) it was trained with: the same
     /// command with both gives the same file, bit for bit.
     pub threads: usize,
+    /// The instruction set, as `LENET_ISA` names it (`avx512`, `avx2`, `baseline`), read
+    /// when the model was packed.
     pub isa: String,
+    /// The packing machine's CPU model name and core count, e.g. `AMD EPYC (2 cores)`.
     pub cpu: String,
+    /// The lenet version (Cargo package version) that packed the model.
     pub lenet_version: String,
     /// UTC, YYYY-MM-DD.
     pub date: String,
@@ -28,6 +38,7 @@ pub struct ModelCard {
     pub train_seconds: f64,
     /// On the dataset's 10,000 test images.
     pub test_accuracy: f64,
+    /// Test images misclassified, of the 10,000.
     pub test_errors: usize,
     /// Test accuracy of each class, 0 to 9.
     pub per_class_accuracy: Vec<f64>,
@@ -36,6 +47,7 @@ pub struct ModelCard {
 }
 
 impl ModelCard {
+    /// The card as TOML, as `models/<name>.toml` holds it.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a model card serialises")
     }

@@ -22,6 +22,7 @@ use crate::spec::Spec;
 /// One shipped model: its name (`<dataset>-<preset>`), its file and its card.
 #[derive(Debug)]
 pub struct ShippedModel {
+    /// The name `lenet models` lists and `--model` takes, e.g. `mnist-relu`.
     pub name: &'static str,
     bytes: &'static [u8],
     card: &'static str,
@@ -61,6 +62,7 @@ impl ShippedModel {
         self.card
     }
 
+    /// The model card, parsed (a shipped card that does not parse is a panic).
     pub fn card(&self) -> ModelCard {
         toml::from_str(self.card).unwrap_or_else(|e| panic!("the shipped card of {} does not parse: {e}", self.name))
     }
@@ -89,7 +91,9 @@ fn names() -> String {
 /// Where a model comes from: a checkpoint file, or a shipped model by name.
 #[derive(Clone, Debug)]
 pub enum ModelSource {
+    /// A checkpoint file, by its path as given.
     File(PathBuf),
+    /// A model shipped inside the binary.
     Shipped(&'static ShippedModel),
 }
 

@@ -1,9 +1,9 @@
 //! Convolution, as PyTorch's `Conv2d` (cross-correlation, zero padding):
 //!
-//!   out[n, o, y, x] = b[o] + Σ_c Σ_i Σ_j w[o, c, i, j] · inp[n, c, y·s + i − p, x·s + j − p]
+//!   `out[n, o, y, x] = b[o] + Σ_c Σ_i Σ_j w[o, c, i, j] · inp[n, c, y·s + i − p, x·s + j − p]`
 //!
 //! with taps outside the input reading zero. A partially connected convolution
-//! (LeNet-5's C3) is this with the left-out kernels w[o, c] held at zero.
+//! (LeNet-5's C3) is this with the left-out kernels `w[o, c]` held at zero.
 
 use crate::layers::conv::ConvGeom;
 
@@ -41,9 +41,9 @@ pub fn conv_forward(out: &mut [f64], inp: &[f64], w: &[f64], b: &[f64], g: &Conv
 
 /// The forward pass's sum run backwards, each product sending dout to both factors:
 ///
-///   dinp[n, c, iy, ix] += Σ w[o, c, i, j] · dout[n, o, y, x]   over the (o, y, x, i, j) reading (iy, ix)
-///   dw[o, c, i, j]     += Σ_n Σ_y Σ_x dout[n, o, y, x] · inp[n, c, iy, ix]
-///   db[o]              += Σ_n Σ_y Σ_x dout[n, o, y, x]
+///   `dinp[n, c, iy, ix] += Σ w[o, c, i, j] · dout[n, o, y, x]`   over the (o, y, x, i, j) reading (iy, ix)
+///   `dw[o, c, i, j]     += Σ_n Σ_y Σ_x dout[n, o, y, x] · inp[n, c, iy, ix]`
+///   `db[o]              += Σ_n Σ_y Σ_x dout[n, o, y, x]`
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward(
     dinp: &mut [f64],

@@ -1,6 +1,6 @@
 //! A fully connected layer, as PyTorch's `Linear` (weight stored out × in):
 //!
-//!   out[n, j] = b[j] + Σ_q w[j, q] · inp[n, q]
+//!   `out[n, j] = b[j] + Σ_q w[j, q] · inp[n, q]`
 
 /// out (B, N) from inp (B, K), w (N, K), b (N).
 pub fn linear_forward(out: &mut [f64], inp: &[f64], w: &[f64], b: &[f64], batch: usize, k: usize, n: usize) {
@@ -11,9 +11,9 @@ pub fn linear_forward(out: &mut [f64], inp: &[f64], w: &[f64], b: &[f64], batch:
     }
 }
 
-///   dinp[n, q] += Σ_j w[j, q] · dout[n, j]
-///   dw[j, q]   += Σ_n dout[n, j] · inp[n, q]
-///   db[j]      += Σ_n dout[n, j]
+///   `dinp[n, q] += Σ_j w[j, q] · dout[n, j]`
+///   `dw[j, q]   += Σ_n dout[n, j] · inp[n, q]`
+///   `db[j]      += Σ_n dout[n, j]`
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
     dinp: &mut [f64],

@@ -1,6 +1,6 @@
 //! The criteria on a batch's outputs z (B, classes) with labels c_n and optional class
 //! weights w (all 1 without), averaged as PyTorch's `reduction="mean"`:
-//! L = Σ_n w[c_n]·E_n / Σ_n w[c_n], where E_n is
+//! `L = Σ_n w[c_n]·E_n / Σ_n w[c_n]`, where E_n is
 //!
 //!   cross-entropy  E = −log softmax(z)_c = −z_c + log Σ_i e^(z_i)
 //!   LeNet-5 eq. 9  E = y_c + log(e^(−j) + Σ_i e^(−y_i)),  y_i = −z_i (the RBF distances)

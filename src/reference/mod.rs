@@ -24,7 +24,7 @@ use crate::spec::{Activation, LayerSpec, ResolvedLayer, Shape, Spec};
 /// What the chain computed: the mean loss and every layer's output.
 pub struct Chain {
     pub loss: f64,
-    /// outputs[i]: layer i's output for the whole batch (B, the layer's shape).
+    /// `outputs[i]`: layer i's output for the whole batch (B, the layer's shape).
     pub outputs: Vec<Vec<f64>>,
 }
 

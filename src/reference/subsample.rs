@@ -3,7 +3,7 @@
 //! coefficient, plus the map's bias (rows and columns under no whole block are left
 //! out):
 //!
-//!   out[n, c, y, x] = coef[c] · Σ_i Σ_j inp[n, c, y·size + i, x·size + j] + bias[c]
+//!   `out[n, c, y, x] = coef[c] · Σ_i Σ_j inp[n, c, y·size + i, x·size + j] + bias[c]`
 
 use crate::layers::subsample::SubsampleGeom;
 
@@ -26,9 +26,9 @@ pub fn subsample_forward(out: &mut [f64], inp: &[f64], coef: &[f64], bias: &[f64
     }
 }
 
-///   dinp[n, c, block of (y, x)] += coef[c] · dout[n, c, y, x]
-///   dcoef[c]                   += Σ dout[n, c, y, x] · (block sum)
-///   dbias[c]                   += Σ dout[n, c, y, x]
+///   `dinp[n, c, block of (y, x)] += coef[c] · dout[n, c, y, x]`
+///   `dcoef[c]                   += Σ dout[n, c, y, x] · (block sum)`
+///   `dbias[c]                   += Σ dout[n, c, y, x]`
 #[allow(clippy::too_many_arguments)]
 pub fn subsample_backward(
     dinp: &mut [f64],

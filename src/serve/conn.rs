@@ -5,7 +5,7 @@
 //! is told `503` and closed at once; and a connection gets
 //! [`Connections::header_timeout`] to send each request's headers (hyper's timer, which
 //! also runs while a kept-alive connection idles between requests) and to take more of
-//! an answer once its socket is full (a client that stops reading, [`WriteDeadline`]).
+//! an answer once its socket is full (a client that stops reading, `WriteDeadline`).
 //! Bodies have their own time limit ([`super::api`]).
 
 use std::collections::HashMap;

@@ -66,7 +66,7 @@ pub struct LayerInfo {
     pub kind: String,
     /// The equivalent PyTorch module.
     pub module: String,
-    /// [channels, height, width] or [features].
+    /// `[channels, height, width]` or `[features]`.
     pub shape: Vec<usize>,
 }
 

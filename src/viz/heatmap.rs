@@ -34,7 +34,7 @@ pub fn blues(t: f64) -> RGBColor {
 }
 
 pub struct ConfusionPlot<'a> {
-    /// matrix[true][predicted].
+    /// `matrix[true][predicted]`.
     pub matrix: &'a [Vec<usize>],
     pub class_names: Vec<String>,
     pub title: String,

@@ -1,11 +1,11 @@
-//! The f64 reference chain (`lenet::reference::chain`: the network computed layer by
+//! The f64 reference chain (`lenet::internal::reference::chain`: the network computed layer by
 //! layer in f64 with the library's reference loops) and the comparisons the tests make
 //! against it. It is checked against finite differences (tests/network.rs) and is the
 //! oracle the f32 network is checked against on every instruction set (tests/network.rs,
 //! tests/engine.rs). Included (`#[path]`) by those test binaries.
 
+pub use lenet::internal::reference::chain as reference;
 use lenet::network::param_layout;
-pub use lenet::reference::chain as reference;
 use lenet::spec::Spec;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use lenet::data::idx;
 use lenet::data::Images;
+use lenet::internal::idx;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

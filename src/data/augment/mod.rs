@@ -33,8 +33,8 @@ mod sample;
 pub use affine::{draw_affine, draw_unfitted, Affine, DrawnAffine};
 pub use elastic::{ElasticField, FieldBasis};
 
-use super::dataset::Split;
-use super::idx::Images;
+use crate::data::dataset::Split;
+use crate::data::idx::Images;
 use sample::{resample, Displacement, Padded};
 
 /// How strongly to distort: each value is the largest magnitude drawn (uniformly,
