@@ -288,7 +288,7 @@ pub enum Fit {
 
 /// Pixel scaling: bytes to [0, 1] (like `ToTensor`), then optionally standardised.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Normalize {
     /// byte/255, in [0, 1] (`kind = "unit"`; on the command line `unit` or `none`).
     Unit,
@@ -315,6 +315,23 @@ impl Normalize {
     pub const LENET5: Normalize = Normalize::Range { low: -0.1, high: 1.175 };
 }
 
+impl Normalize {
+    /// What makes this scaling unusable (a NaN or infinite value, a standard deviation
+    /// not above 0, an empty range): every input would be infinite or NaN.
+    fn problem(&self) -> Option<String> {
+        match *self {
+            Normalize::Unit => None,
+            Normalize::Standardize { mean, std } if !(mean.is_finite() && std.is_finite() && std > 0.0) => {
+                Some(format!("normalization needs a finite mean and a finite std > 0, got mean {mean}, std {std}"))
+            }
+            Normalize::Range { low, high } if !(low.is_finite() && high.is_finite() && low != high) => {
+                Some(format!("the input range needs two different finite ends, got {low} and {high}"))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl FromStr for Normalize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -327,10 +344,8 @@ impl FromStr for Normalize {
                 let bad = || format!("bad normalization '{s}' (unit, mnist, fashion-mnist, lenet5, or MEAN,STD)");
                 let (m, sd) = other.split_once(',').ok_or_else(bad)?;
                 let (mean, std) = (m.trim().parse().map_err(|_| bad())?, sd.trim().parse().map_err(|_| bad())?);
-                if std <= 0.0 {
-                    return Err(format!("normalization std must be positive, got {std}"));
-                }
-                Ok(Normalize::Standardize { mean, std })
+                let n = Normalize::Standardize { mean, std };
+                n.problem().map_or(Ok(n), Err)
             }
         }
     }
@@ -638,6 +653,9 @@ impl Spec {
                 problem: format!("input size {} is not in 4..=1024", self.input.size),
             });
         }
+        if let Some(problem) = self.input.normalize.problem() {
+            return Err(SpecError { arch: self.name.clone(), index: 0, layer: "input".into(), problem });
+        }
         let mut shape = Shape::Image(1, self.input.size, self.input.size);
         if self.layers.len() > MAX_LAYERS {
             return Err(fail(MAX_LAYERS, &self.layers[MAX_LAYERS], format!("more than {MAX_LAYERS} layers")));
@@ -691,6 +709,9 @@ impl Spec {
                 }
                 (LayerSpec::Rbf { .. }, Shape::Image(..)) => {
                     return Err(fail(i, layer, format!("an RBF layer needs a flat input, got {shape}: add a flatten")))
+                }
+                (LayerSpec::LeakyRelu { slope }, _) if !slope.is_finite() => {
+                    return Err(fail(i, layer, format!("the slope must be a finite number, got {slope}")))
                 }
                 (
                     LayerSpec::Sigmoid

@@ -260,3 +260,36 @@ fn layer_outputs_after_a_training_step_are_refused() {
     net.train_step(&examples, &indices, &mut opt, 0.1, None);
     net.activation(0, 40);
 }
+
+/// Settings that would turn every input or activation into NaN or ∞ are refused before
+/// any work, naming the layer, whether they come from TOML or the command line.
+#[test]
+fn scalings_and_slopes_that_give_nan_are_refused() {
+    use lenet::spec::{LayerSpec, Normalize};
+    let d2l = Spec::preset("d2l").unwrap();
+    let toml = |normalize: &str| {
+        let unit = "[input.normalize]\nkind = \"unit\"\n";
+        assert!(d2l.to_toml().contains(unit));
+        let text = d2l.to_toml().replace(unit, &format!("[input.normalize]\n{}\n", normalize.replace(", ", "\n")));
+        Spec::from_toml(&text).and_then(|s| s.resolve().map(|_| ()).map_err(|e| e.to_string()))
+    };
+    assert!(toml(r#"kind = "standardize", mean = 0.1, std = 0.3"#).is_ok());
+    for (bad, says) in [
+        (r#"kind = "standardize", mean = 0.1, std = 0.0"#, "std > 0"),
+        (r#"kind = "standardize", mean = nan, std = 0.3"#, "finite mean"),
+        (r#"kind = "standardize", mean = 0.1, std = inf"#, "finite std"),
+        (r#"kind = "range", low = 0.5, high = 0.5"#, "two different finite ends"),
+        (r#"kind = "standardize", mean = 0.1, std = 0.3, low = 0.0"#, "unknown field `low`"),
+    ] {
+        let e = toml(bad).expect_err(bad);
+        assert!(e.contains(says) && (e.contains("input") || e.contains("unknown field")), "{bad}: {e}");
+    }
+    for bad in ["0,0", "nan,1", "0.1,inf"] {
+        let e = bad.parse::<Normalize>().unwrap_err();
+        assert!(e.contains("finite") || e.contains("std > 0"), "{bad}: {e}");
+    }
+    let mut spec = d2l.clone();
+    spec.layers[1] = LayerSpec::LeakyRelu { slope: f32::NAN };
+    let e = spec.resolve().unwrap_err().to_string();
+    assert!(e.contains("layer 1") && e.contains("slope must be a finite number"), "{e}");
+}
