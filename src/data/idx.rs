@@ -23,22 +23,86 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Every way an IDX file can be wrong, each naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum IdxError {
+    /// The file cannot be read (missing, no permission, a disk error).
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A `.gz` file that does not decompress.
     #[error("{}: not a valid gzip stream ({source})", path.display())]
-    Gzip { path: PathBuf, source: io::Error },
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// What the decompressor said.
+        source: io::Error,
+    },
+    /// The file ends before the data its header promises.
     #[error("{}: truncated at byte {at}: the header promises {expected} bytes{}", path.display(), if *gzip { " (uncompressed)" } else { "" })]
-    Truncated { path: PathBuf, at: u64, expected: u64, gzip: bool },
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes there are (uncompressed, for a `.gz`).
+        at: u64,
+        /// Bytes the header promises, header included.
+        expected: u64,
+        /// Whether the file is gzip'd (the counts are then of the uncompressed stream).
+        gzip: bool,
+    },
+    /// The first four bytes are not the magic number of u8 images (2051) or labels (2049).
     #[error("{}: expected magic {expected} ({}), found {found}", path.display(), describe_magic(*expected))]
-    BadMagic { path: PathBuf, expected: u32, found: u32 },
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+        /// The magic number an images or labels file starts with.
+        expected: u32,
+        /// The one this file starts with.
+        found: u32,
+    },
+    /// More bytes than the header describes (two files concatenated, a wrong header).
     #[error("{}: {extra} unexpected bytes after the {expected} bytes the header describes", path.display())]
-    TrailingBytes { path: PathBuf, expected: u64, extra: u64 },
+    TrailingBytes {
+        /// The file.
+        path: PathBuf,
+        /// Bytes the header describes, header included.
+        expected: u64,
+        /// Bytes after those.
+        extra: u64,
+    },
+    /// Images of 0 or more than 4096 pixels a side.
     #[error("{}: image size {rows}×{cols} is not a valid image size", path.display())]
-    BadImageSize { path: PathBuf, rows: u32, cols: u32 },
+    BadImageSize {
+        /// The file.
+        path: PathBuf,
+        /// Rows of each image, in pixels, as the header says.
+        rows: u32,
+        /// Columns of each image, in pixels, as the header says.
+        cols: u32,
+    },
+    /// A label that is not a class, 0–9.
     #[error("{}: label {label} at index {index} (labels must be 0..{})", path.display(), NUM_CLASSES - 1)]
-    BadLabel { path: PathBuf, index: usize, label: u8 },
+    BadLabel {
+        /// The file.
+        path: PathBuf,
+        /// Which label (0-based).
+        index: usize,
+        /// Its value.
+        label: u8,
+    },
+    /// A split's images and labels files disagree on how many examples there are.
     #[error("{} has {images} images but {} has {labels} labels", images_path.display(), labels_path.display())]
-    CountMismatch { images_path: PathBuf, labels_path: PathBuf, images: usize, labels: usize },
+    CountMismatch {
+        /// The images file.
+        images_path: PathBuf,
+        /// The labels file.
+        labels_path: PathBuf,
+        /// Images in the images file.
+        images: usize,
+        /// Labels in the labels file.
+        labels: usize,
+    },
 }
 
 fn describe_magic(magic: u32) -> &'static str {

@@ -19,6 +19,10 @@ use crate::layers::{activation, linear, rbf, Par};
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::spec::{Activation, Criterion, InputSpec};
 
+/// The CPU engine: a network's layers fused into one parallel pass over tiles of 16
+/// examples, on its own pool of threads (rayon), with the kernels compiled for the CPU's
+/// vector instructions (AVX-512, AVX2 or baseline, chosen at run time). The same thread
+/// count gives the same bits, run after run.
 pub struct CpuEngine {
     pub(crate) pool: std::sync::Arc<rayon::ThreadPool>,
     threads: usize,
@@ -50,13 +54,14 @@ impl CpuEngine {
         }
     }
 
-    /// This engine running networks layer by layer ([`super::Layerwise`]) instead of
-    /// fused: the reference the fused program is tested against.
+    /// This engine running networks layer by layer instead of fused: the reference the
+    /// fused program is tested against (slower; the same results to rounding).
     pub fn layerwise(mut self) -> Self {
         self.fused = false;
         self
     }
 
+    /// The threads it runs on.
     pub fn threads(&self) -> usize {
         self.threads
     }
