@@ -9,6 +9,9 @@ use std::process::{Command, Output};
 
 use lenet::data::DatasetKind;
 
+#[path = "common/real_data.rs"]
+mod real_data;
+
 /// An example's binary: `cargo test` builds them next to the `lenet` binary.
 fn example(name: &str) -> Command {
     let path = Path::new(env!("CARGO_BIN_EXE_lenet")).parent().unwrap().join("examples").join(name);
@@ -30,17 +33,9 @@ fn text(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// The real datasets: the machine's (scripts/setup-data), or skipped with
-/// LENET_SKIP_REAL_DATA=1.
+/// Whether the tests' real dataset is here (see `common/real_data.rs`).
 fn real_data(kind: DatasetKind) -> bool {
-    match lenet::data::locate::locate(kind, None) {
-        Ok(_) => true,
-        Err(e) if std::env::var("LENET_SKIP_REAL_DATA").is_ok_and(|v| v == "1") => {
-            eprintln!("skipping: {e}");
-            false
-        }
-        Err(e) => panic!("{e}\n(run scripts/setup-data, or set LENET_SKIP_REAL_DATA=1 to skip)"),
-    }
+    real_data::real_data_dir(kind).is_some()
 }
 
 /// The number after `key` in `line` (`test acc 0.812`).

@@ -11,6 +11,9 @@ use lenet::data::DatasetKind;
 use lenet::models::{self, SHIPPED};
 use sha2::{Digest, Sha256};
 
+#[path = "common/real_data.rs"]
+mod real_data;
+
 fn lenet_in(dir: &Path, home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lenet"))
         .args(args)
@@ -27,17 +30,9 @@ fn text(out: &Output) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// Where the tests' real datasets are: the machine's (scripts/setup-data), or skipped
-/// with LENET_SKIP_REAL_DATA=1.
+/// Whether the tests' real dataset is here (see `common/real_data.rs`).
 fn real_data(kind: DatasetKind) -> bool {
-    match lenet::data::locate::locate(kind, None) {
-        Ok(_) => true,
-        Err(e) if std::env::var("LENET_SKIP_REAL_DATA").is_ok_and(|v| v == "1") => {
-            eprintln!("skipping: {e}");
-            false
-        }
-        Err(e) => panic!("{e}\n(run scripts/setup-data, or set LENET_SKIP_REAL_DATA=1 to skip)"),
-    }
+    real_data::real_data_dir(kind).is_some()
 }
 
 fn photos() -> Vec<PathBuf> {

@@ -22,6 +22,9 @@ use lenet::internal::input::pixel_affine;
 use lenet::models;
 use server::Server;
 
+#[path = "common/real_data.rs"]
+mod real_data;
+
 fn photo(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/photo-digits").join(name)
 }
@@ -367,7 +370,7 @@ fn uploads_are_never_written_to_disk() {
 /// set and the network say, with the test image's own pixels.
 #[test]
 fn the_errors_gallery_is_the_models_test_errors() {
-    let Some(dir) = real_data_dir(DatasetKind::Mnist) else { return };
+    let Some(dir) = real_data::real_data_dir(DatasetKind::Mnist) else { return };
     let m = models::find("mnist-relu").unwrap();
     let card = m.card();
     let server = Server::start(&["--model", m.name], &[("LENET_ISA", &card.isa)]);
@@ -413,16 +416,4 @@ fn the_gallery_without_data_says_how_to_get_it() {
     let (status, _) =
         post(&format!("{}/api/predict", server.url), "image/jpeg", &std::fs::read(photo("1-0.jpg")).unwrap());
     assert_eq!(status, 200);
-}
-
-/// Where the real dataset is, or None when the tests may skip it (LENET_SKIP_REAL_DATA=1).
-fn real_data_dir(kind: DatasetKind) -> Option<PathBuf> {
-    match lenet::data::locate::locate(kind, None) {
-        Ok(dir) => Some(dir),
-        Err(e) if std::env::var("LENET_SKIP_REAL_DATA").is_ok_and(|v| v == "1") => {
-            eprintln!("skipping: {e}");
-            None
-        }
-        Err(e) => panic!("{e}\n(run scripts/setup-data, or set LENET_SKIP_REAL_DATA=1 to skip)"),
-    }
 }
