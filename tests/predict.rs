@@ -486,3 +486,48 @@ fn lenet5_predictions_report_the_rbf_distances() {
     let z: f64 = d.iter().map(|y| (d[nearest] - y).exp()).sum();
     assert!((top["probability"].as_f64().unwrap() - 1.0 / z).abs() < 1e-6, "softmax of −y");
 }
+
+/// The library's `Classifier` is `lenet predict` without the command line: the same
+/// preparation and probabilities for a file, its bytes and a dataset image, and errors
+/// that name what is wrong.
+#[test]
+fn the_classifier_reads_as_predict_does() {
+    use lenet::{models, Classifier};
+    let model = models::find("fashion-mnist-relu").unwrap().checkpoint();
+    let mut classifier = Classifier::new(&model).unwrap();
+    assert_eq!(classifier.dataset(), Some(DatasetKind::FashionMnist));
+    assert_eq!(classifier.class_names()[7], "Sneaker");
+
+    // A drawn picture: the file, its bytes and the command line agree to the last digit.
+    let dir = tempfile::tempdir().unwrap();
+    let picture = draw(300, 200, 240, 20, (100.0, 30.0, 90.0, 140.0), SEVEN, 14.0);
+    let file = dir.path().join("shape.png");
+    save(&picture, &file);
+    let from_file = classifier.classify_file(&file).unwrap();
+    let from_bytes = classifier.classify_encoded(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(from_file, from_bytes);
+    let sum: f64 = from_file.probabilities.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-9 && from_file.probabilities.len() == 10);
+    assert_eq!(from_file.top(1), vec![(from_file.class, from_file.probability)]);
+    assert!(from_file.prepared.inverted, "a light background is inverted");
+    let out = lenet(&["predict", "--model", "fashion-mnist-relu", "--device", "cpu", "--json", p(&file)]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let top = &json[0]["predictions"][0];
+    assert_eq!(top["class"].as_u64().unwrap() as usize, from_file.class);
+    assert_eq!(top["probability"].as_f64().unwrap(), from_file.probability);
+
+    // The 28×28 image it read, given back as a dataset image, reads the same.
+    let again = classifier.classify_pixels(&from_file.prepared.pixels).unwrap();
+    assert_eq!(again.probabilities, from_file.probabilities);
+
+    let e = classifier.classify_pixels(&[0; 100]).unwrap_err().to_string();
+    assert!(e.contains("784 bytes, got 100"), "{e}");
+    let junk = dir.path().join("notes.png");
+    std::fs::write(&junk, "not a picture").unwrap();
+    let e = classifier.classify_file(&junk).unwrap_err().to_string();
+    assert!(e.contains("notes.png"), "{e}");
+    let blank = dir.path().join("blank.png");
+    save(&RgbImage::from_pixel(50, 50, Rgb([255, 255, 255])), &blank);
+    let e = classifier.classify_file(&blank).unwrap_err().to_string();
+    assert!(e.contains("blank.png"), "{e}");
+}
