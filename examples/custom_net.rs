@@ -1,7 +1,8 @@
 //! An architecture built in code rather than TOML: LeNet's shape with more maps in the
 //! first convolution, ReLU, max pooling, MNIST's standardised input and one hidden
-//! layer, trained on MNIST with Adam and saved as a checkpoint that `lenet eval`,
-//! `lenet predict` and PyTorch (`load_state_dict`) read. Needs MNIST (`scripts/setup-data`).
+//! layer, trained on MNIST with Adam and saved as a checkpoint that `lenet eval` and
+//! `lenet predict` read (and PyTorch's `load_state_dict`, once `lenet export --state-dict`
+//! has left out the optimizer's state). Needs MNIST (`scripts/setup-data`).
 //!
 //!     cargo run --release --example custom_net [-- OUT.safetensors]
 //!     EPOCHS=1 TARGET_TEST_ACC=0.97 cargo run --release --example custom_net
@@ -50,7 +51,7 @@ fn main() -> Result<()> {
             m.epoch, m.train_loss, m.train_acc, m.test_acc
         );
     }
-    checkpoint::save(out.as_ref(), &trainer.checkpoint())?;
+    checkpoint::save(&out, &trainer.checkpoint())?;
     let test_acc = trainer.history.last().expect("at least one epoch").test_acc;
     println!("saved {out} (test acc {test_acc:.4}): try `lenet eval {out}` or `lenet predict {out} PICTURE`");
     match setting::<f64>("TARGET_TEST_ACC")? {

@@ -141,7 +141,8 @@ fn sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
 }
 
 /// Write a checkpoint atomically: an earlier file at `path` survives any failure.
-pub fn save(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
+pub fn save(path: impl AsRef<Path>, ck: &Checkpoint) -> Result<(), CheckpointError> {
+    let path = path.as_ref();
     let bytes = to_bytes(ck).map_err(|problem| CheckpointError::Mismatch { path: path.to_path_buf(), problem })?;
     write_atomic(path, &bytes)?;
     Ok(())
@@ -150,7 +151,8 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
 /// Read a checkpoint. The architecture comes from the header; a file without
 /// one (a PyTorch `state_dict` saved with safetensors) needs `spec`. When both
 /// are present they must agree.
-pub fn load(path: &Path, spec: Option<&Spec>) -> Result<Checkpoint, CheckpointError> {
+pub fn load(path: impl AsRef<Path>, spec: Option<&Spec>) -> Result<Checkpoint, CheckpointError> {
+    let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
     from_bytes(&bytes, path, spec)
 }

@@ -35,7 +35,7 @@
 //!     let m = trainer.train_epoch(&mut Silent)?;
 //!     println!("epoch {}  loss {:.3}  test acc {:.3}", m.epoch, m.train_loss, m.test_acc);
 //! }
-//! lenet::checkpoint::save("d2l.safetensors".as_ref(), &trainer.checkpoint())?; // PyTorch's keys
+//! lenet::checkpoint::save("d2l.safetensors", &trainer.checkpoint())?; // PyTorch's keys
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 //!

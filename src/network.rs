@@ -187,6 +187,17 @@ impl<E: Engine> Network<E> {
         })
     }
 
+    /// Loss, accuracy, confusion matrix and every prediction on a split (a dataset's test
+    /// split, say), [`crate::trainer::EVAL_BATCH`] examples at a time, as `lenet eval`
+    /// measures them.
+    pub fn evaluate(&mut self, split: &crate::data::Split) -> crate::eval::EvalResult
+    where
+        Self: Send,
+    {
+        let examples = self.engine.upload_examples(&split.images, &split.labels, &self.spec.input);
+        crate::eval::evaluate(self, &examples, crate::trainer::EVAL_BATCH)
+    }
+
     /// Where it runs, as `lenet train` prints it: `cpu (2 threads)`, or the GPU adapter
     /// and its backend.
     pub fn device(&self) -> String {

@@ -490,7 +490,7 @@ where
 /// # fn main() -> anyhow::Result<()> {
 /// let model = lenet::models::find("mnist-relu")?.checkpoint();
 /// let mut classifier = lenet::Classifier::new(&model)?;
-/// let seen = classifier.classify_file("photo.jpg".as_ref())?;
+/// let seen = classifier.classify_file("photo.jpg")?;
 /// println!("{} ({:.1} %)", seen.name, 100.0 * seen.probability);
 /// # Ok(())
 /// # }
@@ -537,7 +537,7 @@ impl<E: Engine> Classifier<E>
 where
     Network<E>: Send,
 {
-    /// The checkpoint's network on `engine` (the CPU's [`Classifier::new`], or a GPU's).
+    /// The checkpoint's network on `engine` ([`Classifier::new`] takes the CPU's).
     /// An error when the network does not have ten outputs.
     pub fn on(engine: E, checkpoint: &Checkpoint) -> anyhow::Result<Self> {
         let mut net = Network::new(engine, &checkpoint.spec)?;
@@ -566,7 +566,8 @@ where
 
     /// Read a PNG, JPEG or BMP file of any size and colour. Errors name the file: not
     /// an image, corrupt, or blank (no ink to read).
-    pub fn classify_file(&mut self, path: &Path) -> anyhow::Result<Prediction> {
+    pub fn classify_file(&mut self, path: impl AsRef<Path>) -> anyhow::Result<Prediction> {
+        let path = path.as_ref();
         let img = load_image(path)?;
         let prepared =
             prepare(&img, self.style, self.trained_on).map_err(|p| anyhow::anyhow!("{}: {p}", path.display()))?;

@@ -354,7 +354,13 @@ pub struct Trainer<E: Engine = CpuEngine> {
 impl Trainer<CpuEngine> {
     /// A fresh run on the CPU (`config.threads` threads; 0: one per core) over a loaded
     /// dataset's training and test splits, parameters initialised from `config.seed`.
+    /// An error when `data` is not the dataset `config.dataset` names (the checkpoints
+    /// would say one and hold a network trained on the other).
     pub fn on_cpu(mut config: TrainConfig, data: &Dataset) -> Result<Self> {
+        if data.kind != config.dataset {
+            bail!("the config trains on {}, but the dataset given is {}", config.dataset.name(), data.kind.name());
+        }
+        config.validate()?;
         // The count, not 0, goes into the checkpoints: a resume must use as many threads.
         config.threads = CpuEngine::resolve_threads(config.threads);
         Self::new(CpuEngine::new(config.threads)?, config, &data.train, &data.test, None)

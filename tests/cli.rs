@@ -144,8 +144,8 @@ fn train_resume_eval_end_to_end() {
     let ck1 = part.join("last.safetensors");
     let out = ok(&["--data-dir", p(&data), "train", "--resume", p(&ck1), "--epochs", "2"]);
     assert!(out.contains("resuming") && out.contains("epoch 2/2"), "{out}");
-    let a = lenet::checkpoint::load(&full.join("last.safetensors"), None).unwrap();
-    let b = lenet::checkpoint::load(&part.join("last.safetensors"), None).unwrap();
+    let a = lenet::checkpoint::load(full.join("last.safetensors"), None).unwrap();
+    let b = lenet::checkpoint::load(part.join("last.safetensors"), None).unwrap();
     assert_eq!(a.params, b.params);
     assert_eq!(a.optim, b.optim);
 

@@ -167,7 +167,7 @@ fn training_into_a_full_disk_keeps_its_checkpoints_and_goes_on_when_there_is_roo
         let ck = checkpoint::load(file, None).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         // Each is what the uninterrupted run saved at that epoch.
         let same =
-            checkpoint::load(&reference.join(format!("checkpoints/epoch-{:03}.safetensors", ck.meta.epoch)), None)
+            checkpoint::load(reference.join(format!("checkpoints/epoch-{:03}.safetensors", ck.meta.epoch)), None)
                 .unwrap();
         assert!(ck.params == same.params && ck.optim == same.optim, "{} differs", file.display());
     }
@@ -179,8 +179,8 @@ fn training_into_a_full_disk_keeps_its_checkpoints_and_goes_on_when_there_is_roo
     let out = lenet(&data, &["train", "--resume", p(&run)]);
     assert!(out.status.success(), "{}", text(&out));
     let (a, b) = (
-        checkpoint::load(&run.join("last.safetensors"), None).unwrap(),
-        checkpoint::load(&reference.join("last.safetensors"), None).unwrap(),
+        checkpoint::load(run.join("last.safetensors"), None).unwrap(),
+        checkpoint::load(reference.join("last.safetensors"), None).unwrap(),
     );
     assert!(a.params.iter().zip(&b.params).all(|(x, y)| x.to_bits() == y.to_bits()) && a.meta.epoch == 6);
     assert_no_temp_files(&run);

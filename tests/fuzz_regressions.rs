@@ -65,7 +65,7 @@ fn the_seeds_are_inputs_the_readers_accept() {
         lenet::predict::decode_image(&bytes, &f, None).unwrap();
     }
     // One checkpoint seed stopped inside an epoch, so the header's record of that is fuzzed too.
-    let stopped = lenet::checkpoint::load(&seeds.join("checkpoint/tiny-sgd-stopped.safetensors"), None).unwrap();
+    let stopped = lenet::checkpoint::load(seeds.join("checkpoint/tiny-sgd-stopped.safetensors"), None).unwrap();
     assert!(!stopped.meta.partial.is_null());
 }
 

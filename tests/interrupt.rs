@@ -75,7 +75,7 @@ fn history(ck: &Checkpoint) -> Vec<EpochMetrics> {
 /// The finished run equals the uninterrupted one: weights and optimizer state bit for
 /// bit, and every epoch's measured losses and accuracies.
 fn assert_same_run(run: &Path, reference: &Path) {
-    let (a, b) = (checkpoint::load(&run.join("last.safetensors"), None).unwrap(), reference_last(reference));
+    let (a, b) = (checkpoint::load(run.join("last.safetensors"), None).unwrap(), reference_last(reference));
     assert!(a.params.iter().zip(&b.params).all(|(x, y)| x.to_bits() == y.to_bits()), "weights differ");
     assert_eq!(a.optim, b.optim, "optimizer state differs");
     assert!(a.meta.partial.is_null());
@@ -90,7 +90,7 @@ fn assert_same_run(run: &Path, reference: &Path) {
 }
 
 fn reference_last(reference: &Path) -> Checkpoint {
-    checkpoint::load(&reference.join("last.safetensors"), None).unwrap()
+    checkpoint::load(reference.join("last.safetensors"), None).unwrap()
 }
 
 struct Setup {
@@ -231,7 +231,7 @@ fn ctrl_c_stops_at_a_batch_saves_and_resumes_to_the_same_bits() {
         stops += 1;
         assert!(err.contains("training stopped at epoch"), "{err}");
         assert!(err.contains(&format!("to go on: lenet train --resume {}", run.display())), "{err}");
-        let last = checkpoint::load(&run.join("last.safetensors"), None).unwrap();
+        let last = checkpoint::load(run.join("last.safetensors"), None).unwrap();
         let done: usize = last.meta.partial.get("batches_done").and_then(|b| b.as_u64()).unwrap_or(0) as usize;
         assert!(
             // Inside an epoch, or at its end (all of the toy set's 600 / 16 batches).

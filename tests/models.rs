@@ -173,7 +173,7 @@ fn models_list_show_and_export() {
     assert!(out.status.success(), "{}", text(&out).1);
     let written = std::fs::read(cwd.path().join("m.safetensors")).unwrap();
     assert_eq!(written, models::find("fashion-mnist-relu").unwrap().bytes());
-    let ck = lenet::checkpoint::load(&cwd.path().join("m.safetensors"), None).unwrap();
+    let ck = lenet::checkpoint::load(cwd.path().join("m.safetensors"), None).unwrap();
     assert_eq!(ck.spec.name, "relu");
     let out = lenet_in(cwd.path(), home.path(), &["export", "--model", "mnist-d2l", "--onnx", "d2l.onnx"]);
     assert!(out.status.success() && cwd.path().join("d2l.onnx").is_file(), "{}", text(&out).1);
@@ -197,7 +197,7 @@ fn train_init_fine_tunes_a_shipped_model() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("starting from the weights of mnist-relu (shipped model)"), "{stdout}");
-    let ck = lenet::checkpoint::load(&run.join("last.safetensors"), None).unwrap();
+    let ck = lenet::checkpoint::load(run.join("last.safetensors"), None).unwrap();
     assert_eq!(ck.spec.name, "relu", "the model's architecture");
     let config: lenet::trainer::TrainConfig = serde_json::from_value(ck.meta.config).unwrap();
     assert_eq!(config.dataset, DatasetKind::Mnist, "the model's dataset");

@@ -1,7 +1,8 @@
 //! The README never drifts from the command line (issue 26): every `lenet …` line in
 //! its shell blocks (and `cargo run --release -- …`, the same binary) parses with
-//! `--help` appended, so a renamed command, a removed option or a misspelt value fails
-//! here; and every `scripts/…` it shows exists.
+//! `--help` appended, so a renamed command, a removed option, or a value clap checks as it
+//! parses (`--optimizer`, `--device`, numbers) fails here; and every `scripts/…` it shows
+//! exists. Values read later (an `--arch` name, a model, a file) are not checked here.
 
 use std::path::Path;
 use std::process::Command;

@@ -88,7 +88,7 @@ fn a_sweep_is_planned_run_here_and_reported() {
     for r in &res {
         // The result is what the trial's run folder measured.
         let run = dir.join(format!("runs/{:04}", r.index));
-        let ck = checkpoint::load(&run.join("last.safetensors"), None).unwrap();
+        let ck = checkpoint::load(run.join("last.safetensors"), None).unwrap();
         let history: Vec<lenet::trainer::EpochMetrics> = serde_json::from_value(ck.meta.history).unwrap();
         assert_eq!((r.epochs, history.len(), metrics_rows(&run)), (2, 2, 2));
         assert_eq!(r.test_acc, history[1].test_acc);
@@ -192,8 +192,8 @@ fn a_killed_trial_resumes_and_ends_as_an_uninterrupted_one() {
     let (r, r0) = (sweep.result(0).unwrap(), SweepDir { path: reference.clone() }.result(0).unwrap());
     assert_eq!(metrics_rows(&run), EPOCHS, "no epoch twice in metrics.csv: {out}");
     let (a, b) = (
-        checkpoint::load(&run.join("last.safetensors"), None).unwrap(),
-        checkpoint::load(&reference.join("runs/0000/last.safetensors"), None).unwrap(),
+        checkpoint::load(run.join("last.safetensors"), None).unwrap(),
+        checkpoint::load(reference.join("runs/0000/last.safetensors"), None).unwrap(),
     );
     assert!(a.params.iter().zip(&b.params).all(|(x, y)| x.to_bits() == y.to_bits()), "weights differ");
     assert_eq!((r.test_acc, r.train_loss, r.epochs), (r0.test_acc, r0.train_loss, r0.epochs));

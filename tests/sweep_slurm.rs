@@ -159,7 +159,7 @@ fn an_8_task_array_survives_a_scancel_and_reports() {
     let threads = std::fs::read_to_string(run1.join("config.toml")).unwrap();
     assert!(threads.contains("threads = 1"), "the task ran on its one CPU: {threads}");
     sh(lenet(&data).args(["sweep", "run"]).arg(&reference).args(["--index", "1", "--threads", "1"]));
-    let last = |run: PathBuf| checkpoint::load(&run.join("last.safetensors"), None).unwrap().params;
+    let last = |run: PathBuf| checkpoint::load(run.join("last.safetensors"), None).unwrap().params;
     let (a, b) = (last(run1.clone()), last(reference.join("runs/0001")));
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "the resumed trial's weights differ");
 

@@ -203,16 +203,15 @@ fn checkpoint_round_trip_and_run_files() {
         toml::from_str(&std::fs::read_to_string(run.path.join("config.toml")).unwrap()).unwrap();
     assert_eq!(toml_back, cfg);
 
-    let ck = checkpoint::load(&run.last(), None).unwrap();
+    let ck = checkpoint::load(run.last(), None).unwrap();
     assert_eq!(ck.params, t.net.params());
     assert_eq!(ck.spec, cfg.arch);
     assert_eq!(ck.meta.epoch, 2);
     assert!(ck.optim.iter().any(|(n, _, _)| n == "optim.exp_avg"));
     // The same architecture asked for explicitly: fine. Another: a clear error.
-    checkpoint::load(&run.last(), Some(&cfg.arch)).unwrap();
-    let err = checkpoint::load(&run.last(), Some(&Spec::preset("d2l").unwrap().clone_with_input(32)))
-        .unwrap_err()
-        .to_string();
+    checkpoint::load(run.last(), Some(&cfg.arch)).unwrap();
+    let err =
+        checkpoint::load(run.last(), Some(&Spec::preset("d2l").unwrap().clone_with_input(32))).unwrap_err().to_string();
     assert!(err.contains("last.safetensors") && err.contains("architecture"), "{err}");
     // An explicit run name that already holds a run is refused.
     assert!(RunDir::create(dir.path(), Some("r"), &cfg).is_err());
@@ -336,7 +335,7 @@ fn divergence_keeps_the_last_good_checkpoint() {
         assert!(after[path] == *bytes, "{} changed", path.display());
     }
     assert_eq!(t.epochs_done(), 1);
-    let ck = checkpoint::load(&run.last(), None).unwrap();
+    let ck = checkpoint::load(run.last(), None).unwrap();
     assert!(ck.params.iter().all(|v| v.is_finite()) && ck.meta.epoch == 1);
 }
 

@@ -107,7 +107,7 @@ pub fn run(cmd: Option<ModelsCommand>, data_dir: Option<&Path>) -> Result<()> {
 
 /// The model and card of the run in `run_dir`.
 fn pack(run_dir: &Path, name: &str, command: &str, out: &Path, data_dir: Option<&Path>) -> Result<()> {
-    let ck = checkpoint::load(&run_dir.join("last.safetensors"), None)?;
+    let ck = checkpoint::load(run_dir.join("last.safetensors"), None)?;
     let config: TrainConfig = serde_json::from_value(ck.meta.config.clone())
         .with_context(|| format!("{}: no training config in its last checkpoint", run_dir.display()))?;
     let model = model_of(&ck);

@@ -509,7 +509,7 @@ fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 
 /// The confusion matrix of best.safetensors on the test set, as confusion.png in the run folder.
 fn write_confusion(run_dir: &RunDir, cfg: &TrainConfig, test: &lenet::data::Split) -> Result<()> {
-    let ck = checkpoint::load(&run_dir.best(), Some(&cfg.arch))?;
+    let ck = checkpoint::load(run_dir.best(), Some(&cfg.arch))?;
     let mut net = lenet::network::Network::new(CpuEngine::new(cfg.threads)?, &ck.spec)?;
     net.set_params(&ck.params)?;
     let examples = net.engine.upload_examples(&test.images, &test.labels, &ck.spec.input);

@@ -10,15 +10,17 @@ pub mod locate;
 // their paths under `data`.
 pub(crate) use crate::internal::{augment, idx, pickle};
 
+pub use augment::Augment;
 pub use dataset::{DataFile, Dataset, DatasetKind, Part, Split};
 pub use idx::{IdxError, Images};
 pub use locate::{locate, NotFound};
 
 impl Dataset {
-    /// Find a dataset on this machine and load both splits (about 55 MB): in `data_dir`
-    /// when given, else in `$LENET_DATA`, `~/.cache/lenet/<dataset>` and Debian's
-    /// `/usr/share/datasets/fashion-mnist` ([`locate()`]). When it is nowhere, the error
-    /// lists every place it looked and the commands that install it.
+    /// Find a dataset on this machine and load both splits (about 55 MB): the first of
+    /// `data_dir` (when given), `$LENET_DATA`, the user cache (`~/.cache/lenet/<dataset>`)
+    /// and Debian's `/usr/share/datasets/fashion-mnist` that holds its four files
+    /// ([`locate()`] has the exact order). When none does, the error lists every place it
+    /// looked and the commands that install it.
     pub fn load(kind: DatasetKind, data_dir: Option<&std::path::Path>) -> anyhow::Result<Dataset> {
         load(kind, data_dir)
     }
