@@ -7,8 +7,6 @@ use anyhow::Result;
 use clap::Args;
 
 use lenet::data::DatasetKind;
-use lenet::eval::evaluate;
-use lenet::internal::engine::Engine;
 use lenet::network::Network;
 use lenet::trainer::EVAL_BATCH;
 
@@ -48,8 +46,7 @@ pub fn run(args: EvalArgs, data_dir: Option<&std::path::Path>) -> Result<()> {
         let mut net = Network::new(e, &ck.spec)?;
         net.check_fits(EVAL_BATCH, split.len())?;
         net.set_params(&ck.params)?;
-        let examples = net.engine.upload_examples(&split.images, &split.labels, &ck.spec.input);
-        evaluate(&mut net, &examples, EVAL_BATCH)
+        net.evaluate(split)
     });
     let epoch = if ck.meta.epoch > 0 { format!(", epoch {}", ck.meta.epoch) } else { String::new() };
     println!("{source} (architecture {}{epoch}) on {kind} {:?}", ck.spec.name, args.split);

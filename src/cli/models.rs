@@ -9,13 +9,11 @@ use sha2::{Digest, Sha256};
 
 use lenet::checkpoint;
 use lenet::data;
-use lenet::eval::evaluate;
 use lenet::internal::atomic::write_atomic;
 use lenet::internal::engine::cpu::CpuEngine;
-use lenet::internal::engine::Engine;
 use lenet::models::{self, model_of, ModelCard, ModelSource};
 use lenet::network::Network;
-use lenet::trainer::{TrainConfig, EVAL_BATCH};
+use lenet::trainer::TrainConfig;
 
 /// The model a command works on: a checkpoint file or a shipped model's name, or
 /// `--model NAME`.
@@ -116,8 +114,7 @@ fn pack(run_dir: &Path, name: &str, command: &str, out: &Path, data_dir: Option<
     let test = data::load_part(config.dataset, data_dir, data::Part::Test)?;
     let mut net = Network::new(CpuEngine::new(config.threads)?, &model.spec)?;
     net.set_params(&model.params)?;
-    let test = net.engine.upload_examples(&test.images, &test.labels, &model.spec.input);
-    let result = evaluate(&mut net, &test, EVAL_BATCH);
+    let result = net.evaluate(&test);
     let correct: usize = (0..10).map(|c| result.confusion[c][c]).sum();
     let card = ModelCard {
         name: name.to_string(),

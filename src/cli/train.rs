@@ -512,8 +512,7 @@ fn write_confusion(run_dir: &RunDir, cfg: &TrainConfig, test: &lenet::data::Spli
     let ck = checkpoint::load(run_dir.best(), Some(&cfg.arch))?;
     let mut net = lenet::network::Network::new(CpuEngine::new(cfg.threads)?, &ck.spec)?;
     net.set_params(&ck.params)?;
-    let examples = net.engine.upload_examples(&test.images, &test.labels, &ck.spec.input);
-    let result = lenet::eval::evaluate(&mut net, &examples, lenet::trainer::EVAL_BATCH);
+    let result = net.evaluate(test);
     let title =
         format!("{} on {} test, epoch {}: accuracy {:.4}", ck.spec.name, cfg.dataset, ck.meta.epoch, result.accuracy);
     let plot =
